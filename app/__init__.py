@@ -1,0 +1,1 @@
+"""Telephony voice agent server."""

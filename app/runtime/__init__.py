@@ -1,0 +1,1 @@
+"""The asyncio edge: runs call sessions, owns their tasks, holds process-wide state."""

@@ -1,0 +1,129 @@
+"""Process-wide state, owned by the server: settings, warm providers, live calls.
+
+One ``AppContext`` per server process. Transports ask it to ``admit`` a call, then run a
+``CallRunner`` from ``new_runner``; the registry knows every live call so that a drain can
+reach them all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from app.config import Settings
+from app.core.providers import CallInfo, LanguageModel, SpeechToText, TextToSpeech
+from app.logs import event, get_logger
+
+log = get_logger(__name__)
+
+
+@dataclass(slots=True)
+class Providers:
+    stt: SpeechToText
+    llm: LanguageModel
+    tts: TextToSpeech
+
+
+class CallObserver(Protocol):
+    """Receives every record a call emits (see ``app.core.records``). Must not block: an
+    observer that does I/O queues the work and does it elsewhere."""
+
+    def record(self, call: CallInfo, record: Any) -> None: ...
+
+
+class CallRegistry:
+    """Live calls of this process, with admission control and drain."""
+
+    def __init__(self, max_calls: int) -> None:
+        self.max_calls = max_calls
+        self.draining = False
+        self._calls: dict[str, tuple[CallInfo, Any]] = {}
+        self._changed = asyncio.Event()
+
+    def can_admit(self) -> bool:
+        return not self.draining and len(self._calls) < self.max_calls
+
+    def add(self, call: CallInfo, runner: Any) -> None:
+        self._calls[call.call_id] = (call, runner)
+        self._changed.set()
+
+    def remove(self, call_id: str) -> None:
+        self._calls.pop(call_id, None)
+        self._changed.set()
+
+    def get(self, call_id: str) -> Any | None:
+        entry = self._calls.get(call_id)
+        return entry[1] if entry else None
+
+    def __len__(self) -> int:
+        return len(self._calls)
+
+    def count(self, transport: str | None = None) -> int:
+        return sum(1 for c, _ in self._calls.values() if transport in (None, c.transport))
+
+    def calls(self) -> list[CallInfo]:
+        return [c for c, _ in self._calls.values()]
+
+    def runners(self) -> list[Any]:
+        return [r for _, r in self._calls.values()]
+
+    async def wait_empty(self, timeout: float) -> bool:
+        """Wait until no call is live, up to ``timeout`` seconds. True if empty."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self._calls:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return False
+            self._changed.clear()
+            try:
+                await asyncio.wait_for(self._changed.wait(), remaining)
+            except TimeoutError:
+                return not self._calls
+        return True
+
+
+class AppContext:
+    """Everything a request handler needs. Built once by ``app.server.create_app``."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        providers: Providers,
+        phrases: Any,
+        observers: list[CallObserver] | None = None,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.providers = providers
+        self.phrases = phrases  # app.runtime.phrases.PhraseCache
+        self.observers: list[CallObserver] = list(observers or [])
+        self.calls = CallRegistry(settings.server.max_concurrent_calls)
+        self.clock = clock
+        # Filled by features as they start (call-record store, metrics, dialer ...).
+        self.extras: dict[str, Any] = {}
+
+    def new_runner(self, call: CallInfo, sink: Any) -> Any:
+        from app.runtime.runner import CallRunner
+
+        return CallRunner(
+            call=call,
+            sink=sink,
+            providers=self.providers,
+            phrases=self.phrases,
+            agent=self.settings.agent,
+            observers=self.observers,
+            clock=self.clock,
+        )
+
+    async def run_call(self, call: CallInfo, sink: Any, runner: Any | None = None) -> None:
+        """Run a call to its end, registered for drain. The transport awaits this."""
+        runner = runner or self.new_runner(call, sink)
+        self.calls.add(call, runner)
+        try:
+            await runner.run()
+        finally:
+            self.calls.remove(call.call_id)
+            event(log, "call_unregistered", live_calls=len(self.calls))

@@ -1,0 +1,35 @@
+"""The ASGI application: routes from each feature, one ``AppContext`` per process.
+
+Feature modules expose ``routes(ctx) -> list[BaseRoute]``; this module only assembles them and
+owns start-up (providers warm before the first call) and shutdown.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import BaseRoute, Route
+
+from app.runtime.context import AppContext
+
+
+def create_app(ctx: AppContext) -> Starlette:
+    async def health(request: Request) -> JSONResponse:
+        if ctx.calls.draining:
+            return JSONResponse({"status": "draining", "calls": len(ctx.calls)}, status_code=503)
+        return JSONResponse({"status": "ok", "calls": len(ctx.calls)})
+
+    routes: list[BaseRoute] = [Route("/health", health, methods=["GET"])]
+    # Feature routes are appended here, one line per feature module.
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        yield
+
+    app = Starlette(routes=routes, lifespan=lifespan)
+    app.state.ctx = ctx
+    return app

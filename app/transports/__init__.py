@@ -1,0 +1,1 @@
+"""Transports adapt a wire protocol (Twilio Media Streams, WebRTC) to the agent core."""

@@ -1,0 +1,1 @@
+"""Twilio telephony protocol logic, sans-I/O. Never imports ``app``."""

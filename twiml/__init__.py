@@ -1,0 +1,1 @@
+"""TwiML documents built with the twilio package's builders. Never imports ``app``."""
