@@ -154,11 +154,29 @@ class AgentSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class WebRtcSettings:
+    """Browser/app callers over WebRTC. No STUN/TURN by default: offline, host candidates only."""
+
+    stun_urls: tuple[str, ...] = ()
+    turn_urls: tuple[str, ...] = ()
+    turn_username: str | None = None  # static TURN credentials ...
+    turn_credential: str | None = None  # secret
+    turn_secret: str | None = None  # ... or a TURN REST shared secret (time-limited), secret
+    turn_ttl_s: int = 3600
+    token_secret: str | None = None  # signs session tokens; set it when running >1 instance
+    token_ttl_s: int = 60
+    max_calls: int = 20
+    offers_per_minute: int = 10  # per client IP
+    connect_timeout_s: float = 20.0
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     server: ServerSettings = field(default_factory=ServerSettings)
     twilio: TwilioSettings = field(default_factory=TwilioSettings)
     providers: ProviderSettings = field(default_factory=ProviderSettings)
     agent: AgentSettings = field(default_factory=AgentSettings)
+    webrtc: WebRtcSettings = field(default_factory=WebRtcSettings)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -220,4 +238,39 @@ class Settings:
             llm_filler_after_s=e.float("LLM_FILLER_AFTER_S", d.llm_filler_after_s, 0.1, 30),
             llm_giveup_after_s=e.float("LLM_GIVEUP_AFTER_S", d.llm_giveup_after_s, 0.5, 60),
         )
-        return cls(server=server, twilio=twilio, providers=providers, agent=agent)
+        webrtc = _webrtc_settings(e)
+        return cls(
+            server=server, twilio=twilio, providers=providers, agent=agent, webrtc=webrtc
+        )
+
+
+def _webrtc_settings(e: _Env) -> WebRtcSettings:
+    stun = e.list("WEBRTC_STUN_URLS")
+    turn = e.list("WEBRTC_TURN_URLS")
+    for key, urls, schemes in (
+        ("WEBRTC_STUN_URLS", stun, ("stun:", "stuns:")),
+        ("WEBRTC_TURN_URLS", turn, ("turn:", "turns:")),
+    ):
+        for url in urls:
+            if not url.startswith(schemes) or len(url.split(":", 1)[1]) < 1:
+                raise ConfigError(f"{key} entries must start with {' or '.join(schemes)}")
+    username, credential = e.opt("WEBRTC_TURN_USERNAME"), e.opt("WEBRTC_TURN_CREDENTIAL")
+    secret = e.opt("WEBRTC_TURN_SECRET")
+    if turn and not secret and not (username and credential):
+        raise ConfigError(
+            "WEBRTC_TURN_URLS needs WEBRTC_TURN_SECRET or WEBRTC_TURN_USERNAME and "
+            "WEBRTC_TURN_CREDENTIAL"
+        )
+    return WebRtcSettings(
+        stun_urls=stun,
+        turn_urls=turn,
+        turn_username=username,
+        turn_credential=credential,
+        turn_secret=secret,
+        turn_ttl_s=e.int("WEBRTC_TURN_TTL_S", 3600, 60, 7 * 86400),
+        token_secret=e.opt("WEBRTC_TOKEN_SECRET"),
+        token_ttl_s=e.int("WEBRTC_TOKEN_TTL_S", 60, 5, 3600),
+        max_calls=e.int("WEBRTC_MAX_CALLS", 20, 0, 10_000),
+        offers_per_minute=e.int("WEBRTC_OFFERS_PER_MINUTE", 10, 1, 10_000),
+        connect_timeout_s=e.float("WEBRTC_CONNECT_TIMEOUT_S", 20.0, 1, 300),
+    )
