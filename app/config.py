@@ -171,12 +171,36 @@ class WebRtcSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class OpsSettings:
+    metrics_token: str | None = None  # secret; bearer token for /metrics when set
+    api_token: str | None = None  # secret; bearer token for /api/calls and the dashboard
+    sentry_dsn: str | None = None  # secret
+    sentry_environment: str = "production"
+    # after the drain deadline, how long calls get to say goodbye before the process exits
+    drain_grace_s: float = 15.0
+    # how often call records without a live session are closed as interrupted
+    zombie_sweep_interval_s: float = 60.0
+
+
+def _ops_settings(e: _Env) -> OpsSettings:
+    return OpsSettings(
+        metrics_token=e.opt("METRICS_TOKEN"),
+        api_token=e.opt("API_TOKEN"),
+        sentry_dsn=e.opt("SENTRY_DSN"),
+        sentry_environment=e.str("SENTRY_ENVIRONMENT", "production"),
+        drain_grace_s=e.float("DRAIN_GRACE_S", 15.0, 0, 300),
+        zombie_sweep_interval_s=e.float("ZOMBIE_SWEEP_INTERVAL_S", 60.0, 1, 86_400),
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     server: ServerSettings = field(default_factory=ServerSettings)
     twilio: TwilioSettings = field(default_factory=TwilioSettings)
     providers: ProviderSettings = field(default_factory=ProviderSettings)
     agent: AgentSettings = field(default_factory=AgentSettings)
     webrtc: WebRtcSettings = field(default_factory=WebRtcSettings)
+    ops: OpsSettings = field(default_factory=OpsSettings)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -240,7 +264,8 @@ class Settings:
         )
         webrtc = _webrtc_settings(e)
         return cls(
-            server=server, twilio=twilio, providers=providers, agent=agent, webrtc=webrtc
+            server=server, twilio=twilio, providers=providers, agent=agent, webrtc=webrtc,
+            ops=_ops_settings(e),
         )
 
 

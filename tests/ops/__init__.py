@@ -1,0 +1,1 @@
+"""Tests of running it: deploy files, number set-up, metrics, error reports, drain."""
