@@ -73,3 +73,15 @@ class CallEnded:
     reason: str
     at: float
     outcome: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Provider usage of one call, for pricing. Emitted as it accrues (LLM per turn) or at the
+    end (STT audio seconds, TTS characters)."""
+
+    llm_input_tokens: int = 0
+    llm_output_tokens: int = 0
+    llm_cached_tokens: int = 0
+    stt_seconds: float = 0.0
+    tts_characters: int = 0

@@ -69,10 +69,10 @@ class CallRegistry:
     def runners(self) -> list[Any]:
         return [r for _, r in self._calls.values()]
 
-    async def wait_empty(self, timeout: float) -> bool:
-        """Wait until no call is live, up to ``timeout`` seconds. True if empty."""
+    async def wait_empty(self, within: float) -> bool:
+        """Wait until no call is live, up to ``within`` seconds. True if empty."""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
+        deadline = loop.time() + within
         while self._calls:
             remaining = deadline - loop.time()
             if remaining <= 0:

@@ -1,0 +1,479 @@
+"""Runs one call: feeds a ``Session`` events and carries out its actions.
+
+The thin asyncio edge around the pure session. It owns every task of the call (the main loop,
+the recogniser reader, the speech worker, one model stream at a time, tool tasks), cancels them
+when the call ends and awaits them. Queues are bounded: caller audio applies backpressure to the
+transport; control events (marks, digits, hang-up) are few by construction and never dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+from app.config import AgentSettings
+from app.core.audio import CANONICAL, AudioChunk, Converter
+from app.core.events import (
+    Action,
+    CallerAudio,
+    CallStarted,
+    CancelLlm,
+    CancelSpeech,
+    Clear,
+    DtmfDigit,
+    Emit,
+    EndCall,
+    Event,
+    LlmDone,
+    LlmFailed,
+    LlmText,
+    LlmTool,
+    MarkReached,
+    PlayAudio,
+    PlayMark,
+    RemoteHangup,
+    RunTool,
+    Shutdown,
+    Speak,
+    StartLlm,
+    SttUpdate,
+    Tick,
+    TtsAudio,
+    TtsDone,
+    TtsFailed,
+)
+from app.core.providers import (
+    AudioSink,
+    CallInfo,
+    LlmRequest,
+    LlmUsage,
+    SttFailure,
+    SttStream,
+    TextDelta,
+    ToolCall,
+)
+from app.core.records import CallEnded, CallEvent, TranscriptLine, TurnMetrics, Usage
+from app.core.session import AgentScript, Session
+from app.core.turns import TurnPolicy
+from app.logs import bind_call, event, get_logger
+
+log = get_logger(__name__)
+
+ToolHandler = Callable[[CallInfo, ToolCall], Awaitable[None]]
+
+# How long the first audio of one sentence may take before we call the TTS failed.
+TTS_FIRST_AUDIO_BUDGET_S = 2.0
+
+
+def script_from_settings(agent: AgentSettings) -> AgentScript:
+    return AgentScript(
+        system_prompt=agent.system_prompt,
+        greeting=agent.greeting,
+        goodbye=agent.goodbye,
+        filler=agent.filler,
+        fallback=agent.fallback,
+        idle_prompt=agent.idle_prompt,
+        idle_timeout_s=agent.idle_timeout_s,
+        max_call_s=agent.max_call_s,
+        llm_filler_after_s=agent.llm_filler_after_s,
+        llm_giveup_after_s=agent.llm_giveup_after_s,
+        policy=TurnPolicy(
+            endpointing_ms=agent.endpointing_ms,
+            barge_in_min_speech_ms=agent.barge_in_min_speech_ms,
+        ),
+    )
+
+
+class Mailbox:
+    """The session's inbox. Data events (audio, transcripts, model text, synthesised audio)
+    are bounded and ``put`` waits when full; control events (marks, digits, hang-up, provider
+    outcomes) jump the queue and are never dropped — there are only a few per utterance.
+    One future per wait, so an idle call costs nothing between frames."""
+
+    def __init__(self, maxsize: int) -> None:
+        self.maxsize = maxsize
+        self._data: collections.deque[Event] = collections.deque()
+        self._control: collections.deque[Event] = collections.deque()
+        self._wake = asyncio.Event()
+        self._space = asyncio.Event()
+        self._space.set()
+
+    async def put(self, ev: Event) -> None:
+        while len(self._data) >= self.maxsize:
+            self._space.clear()
+            await self._space.wait()
+        self._data.append(ev)
+        self._wake.set()
+
+    def post(self, ev: Event) -> None:
+        self._control.append(ev)
+        self._wake.set()
+
+    def pop(self) -> Event | None:
+        if self._control:
+            return self._control.popleft()
+        if self._data:
+            ev = self._data.popleft()
+            if len(self._data) < self.maxsize:
+                self._space.set()
+            return ev
+        return None
+
+    async def wait(self, within: float | None) -> bool:
+        """Wait for something to arrive; False on timeout."""
+        self._wake.clear()
+        if self._control or self._data:
+            return True
+        try:
+            async with asyncio.timeout(within):
+                await self._wake.wait()
+        except TimeoutError:
+            return False
+        return True
+
+
+class CallRunner:
+    def __init__(
+        self,
+        call: CallInfo,
+        sink: AudioSink,
+        providers: Any,
+        phrases: Any,
+        agent: AgentSettings | None = None,
+        observers: Iterable[Any] = (),
+        clock: Callable[[], float] | None = None,
+        script: AgentScript | None = None,
+        tools: dict[str, ToolHandler] | None = None,
+    ) -> None:
+        self.call = call
+        self.sink = sink
+        self.providers = providers
+        self.phrases = phrases
+        self.script = script or script_from_settings(agent or AgentSettings())
+        self.session = Session(call, self.script)
+        self.observers = list(observers)
+        self.tools = dict(tools or {})
+        self._now = clock or time.monotonic
+
+        self.transcript: list[TranscriptLine] = []
+        self.turns: list[TurnMetrics] = []
+        self.events: list[CallEvent] = []
+        self.ended = False
+        self.end_reason: str | None = None
+
+        self._mailbox = Mailbox(maxsize=200)
+        self._speech: asyncio.Queue[Speak] = asyncio.Queue(maxsize=256)
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._llm: tuple[int, asyncio.Task[Any]] | None = None
+        self._speaker: asyncio.Task[Any] | None = None
+        self._stt: SttStream | None = None
+        self._stt_in = Converter(sink.format, providers.stt.input_format)
+        tts_formats = providers.tts.formats
+        self._tts_format = sink.format if sink.format in tts_formats else CANONICAL
+        if self._tts_format not in tts_formats:
+            self._tts_format = tts_formats[0]
+        self._usage = Usage()
+        self._stt_ms = 0.0
+        self._tts_chars = 0
+
+    # ------------------------------------------------------------ transport-facing API
+
+    async def caller_audio(self, chunk: AudioChunk) -> None:
+        """Caller audio in ``sink.format``. Awaits when the call is behind (backpressure)."""
+        if self.ended:
+            return
+        if self._stt is not None:
+            self._stt_ms += chunk.duration_ms
+            try:
+                await self._stt.send(self._stt_in.chunk(chunk))
+            except Exception as exc:
+                self._post(SttUpdate(SttFailure(type(exc).__name__)))
+        await self._mailbox.put(CallerAudio(chunk))
+
+    def mark_reached(self, name: str) -> None:
+        self._post(MarkReached(name))
+
+    def dtmf(self, digit: str) -> None:
+        self._post(DtmfDigit(digit))
+
+    def remote_hangup(self, reason: str = "caller hung up") -> None:
+        self._post(RemoteHangup(reason))
+
+    def shutdown(self, reason: str = "server shutting down") -> None:
+        self._post(Shutdown(reason))
+
+    def _post(self, ev: Event) -> None:
+        self._mailbox.post(ev)
+
+    # ------------------------------------------------------------ main loop
+
+    async def run(self) -> None:
+        with bind_call(self.call.call_id):
+            event(log, "call_started", transport=self.call.transport, direction=self.call.direction)
+            try:
+                await self._open_stt()
+                self._speaker = self._spawn(self._speak_loop())
+                self._post(CallStarted())
+                await self._loop()
+            finally:
+                await self._close()
+
+    async def _open_stt(self) -> None:
+        try:
+            self._stt = await self.providers.stt.open(self.call)
+        except Exception as exc:
+            event(
+                log, "stt_open_failed", provider=self.providers.stt.name, error=type(exc).__name__
+            )
+            self._post(SttUpdate(SttFailure(f"open: {type(exc).__name__}", fatal=True)))
+            return
+        self._spawn(self._read_stt(self._stt))
+
+    async def _loop(self) -> None:
+        session = self.session
+        while not session.ended:
+            ev = await self._next_event()
+            await self._execute(session.handle(ev, self._now()))
+            deadline = session.next_deadline()
+            if deadline is not None and self._now() >= deadline and not session.ended:
+                await self._execute(session.handle(Tick(), self._now()))
+
+    async def _next_event(self) -> Event:
+        while True:
+            ev = self._mailbox.pop()
+            if ev is not None:
+                return ev
+            deadline = self.session.next_deadline()
+            timeout = None if deadline is None else deadline - self._now()
+            if timeout is not None and timeout <= 0:
+                return Tick()
+            if not await self._mailbox.wait(timeout):
+                return Tick()
+
+    async def _execute(self, actions: list[Action]) -> None:
+        for action in actions:
+            match action:
+                case PlayAudio(chunk):
+                    await self.sink.send_audio(chunk)
+                case PlayMark(name):
+                    await self.sink.send_mark(name)
+                case Clear():
+                    await self.sink.clear()
+                case Speak():
+                    self._queue_speech(action)
+                case CancelSpeech():
+                    self._cancel_speech()
+                case StartLlm(turn, request):
+                    self._start_llm(turn, request)
+                case CancelLlm(turn):
+                    if self._llm is not None and self._llm[0] == turn:
+                        self._llm[1].cancel()
+                        self._llm = None
+                case RunTool(call):
+                    self._run_tool(call)
+                case EndCall(reason):
+                    event(log, "hangup", reason=reason)
+                    try:
+                        await self.sink.hangup(reason)
+                    except Exception as exc:
+                        event(log, "hangup_failed", error=type(exc).__name__)
+                case Emit(record):
+                    self._emit(record)
+
+    # ------------------------------------------------------------ providers
+
+    async def _read_stt(self, stream: SttStream) -> None:
+        try:
+            async for stt_event in stream.events():
+                await self._mailbox.put(SttUpdate(stt_event))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self._post(SttUpdate(SttFailure(type(exc).__name__, fatal=True)))
+
+    def _start_llm(self, turn: int, request: LlmRequest) -> None:
+        if self._llm is not None:
+            self._llm[1].cancel()
+        self._llm = (turn, self._spawn(self._stream_llm(turn, request)))
+
+    async def _stream_llm(self, turn: int, request: LlmRequest) -> None:
+        usage = LlmUsage()
+        try:
+            async for item in self.providers.llm.stream(request):
+                if isinstance(item, TextDelta):
+                    if item.text:
+                        await self._mailbox.put(LlmText(turn, item.text))
+                elif isinstance(item, ToolCall):
+                    await self._mailbox.put(LlmTool(turn, item))
+                elif isinstance(item, LlmUsage):
+                    usage = item
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            event(log, "llm_failed", provider=self.providers.llm.name, error=type(exc).__name__)
+            self._post(LlmFailed(turn, type(exc).__name__))
+            return
+        self._post(LlmDone(turn, usage))
+
+    def _queue_speech(self, speak: Speak) -> None:
+        try:
+            self._speech.put_nowait(speak)
+        except asyncio.QueueFull:
+            event(log, "speech_queue_full", utterance=speak.utterance)
+            self._post(TtsFailed(speak.utterance, "queue full"))
+
+    def _cancel_speech(self) -> None:
+        while not self._speech.empty():
+            self._speech.get_nowait()
+        if self._speaker is not None:
+            self._speaker.cancel()
+        self._speaker = self._spawn(self._speak_loop())
+
+    async def _speak_loop(self) -> None:
+        """Synthesises queued utterances one after another, in order."""
+        while True:
+            speak = await self._speech.get()
+            cached = self.phrases.get(speak.text, self.sink.format) if speak.cached else None
+            if cached is not None:
+                for chunk in cached:
+                    await self._mailbox.put(TtsAudio(speak.utterance, chunk))
+                self._post(TtsDone(speak.utterance))
+                continue
+            try:
+                await self._synthesize(speak)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                event(log, "tts_failed", provider=self.providers.tts.name, error=type(exc).__name__)
+                self._post(TtsFailed(speak.utterance, type(exc).__name__))
+                continue
+            self._post(TtsDone(speak.utterance))
+
+    async def _synthesize(self, speak: Speak) -> None:
+        convert = Converter(self._tts_format, self.sink.format)
+        self._tts_chars += len(speak.text)
+        stream = self.providers.tts.synthesize(speak.text, self._tts_format).__aiter__()
+        first = True
+        while True:
+            try:
+                if first:
+                    async with asyncio.timeout(TTS_FIRST_AUDIO_BUDGET_S):
+                        chunk = await stream.__anext__()
+                else:
+                    chunk = await stream.__anext__()
+            except StopAsyncIteration:
+                break
+            first = False
+            out = convert.chunk(chunk)
+            if out.data:
+                await self._mailbox.put(TtsAudio(speak.utterance, out))
+        tail = convert.convert(b"", last=True)
+        if tail:
+            await self._mailbox.put(TtsAudio(speak.utterance, AudioChunk(tail, self.sink.format)))
+
+    def _run_tool(self, call: ToolCall) -> None:
+        handler = self.tools.get(call.name)
+        if handler is None:
+            event(log, "tool_unhandled", tool=call.name)
+            return
+
+        async def run() -> None:
+            try:
+                await handler(self.call, call)
+            except Exception as exc:
+                event(log, "tool_failed", tool=call.name, error=type(exc).__name__)
+
+        self._spawn(run())
+
+    # ------------------------------------------------------------ records
+
+    def _emit(self, record: Any) -> None:
+        if isinstance(record, TranscriptLine):
+            self.transcript.append(record)
+            event(
+                log,
+                "transcript",
+                role=record.role,
+                chars=len(record.text),
+                interrupted=record.interrupted,
+                turn=record.turn,
+            )
+        elif isinstance(record, TurnMetrics):
+            self.turns.append(record)
+            event(
+                log,
+                "turn_latency",
+                turn=record.turn,
+                filler=record.filler,
+                fallback=record.fallback,
+                **record.stages_ms(),
+            )
+        elif isinstance(record, CallEvent):
+            self.events.append(record)
+            event(log, record.kind, **record.detail)
+        elif isinstance(record, Usage):
+            u = self._usage
+            self._usage = Usage(
+                u.llm_input_tokens + record.llm_input_tokens,
+                u.llm_output_tokens + record.llm_output_tokens,
+                u.llm_cached_tokens + record.llm_cached_tokens,
+            )
+            return  # aggregated; observers get the total at the end
+        elif isinstance(record, CallEnded):
+            self.ended = True
+            self.end_reason = record.reason
+            self._notify(self.usage)
+            event(log, "call_ended", reason=record.reason, turns=len(self.turns))
+        self._notify(record)
+
+    @property
+    def usage(self) -> Usage:
+        u = self._usage
+        return Usage(
+            u.llm_input_tokens,
+            u.llm_output_tokens,
+            u.llm_cached_tokens,
+            stt_seconds=round(self._stt_ms / 1000.0, 3),
+            tts_characters=self._tts_chars,
+        )
+
+    def _notify(self, record: Any) -> None:
+        for observer in self.observers:
+            try:
+                observer.record(self.call, record)
+            except Exception as exc:  # an observer must never break a call
+                event(
+                    log,
+                    "observer_failed",
+                    observer=type(observer).__name__,
+                    error=type(exc).__name__,
+                )
+
+    # ------------------------------------------------------------ tasks
+
+    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def _close(self) -> None:
+        self.ended = True
+        if not self.session.ended:  # the loop died (error or cancellation): record the end
+            self.session.ended = True
+            self._emit(
+                CallEnded("error" if self.end_reason is None else self.end_reason, self._now())
+            )
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        if self._stt is not None:
+            try:
+                await self._stt.aclose()
+            except Exception as exc:
+                event(log, "stt_close_failed", error=type(exc).__name__)
