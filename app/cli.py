@@ -6,11 +6,14 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from app.ops import configure_number
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="voice-agent", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     # One line per feature: module.register(sub) adds its subcommand(s).
+    configure_number.register(sub)
     return parser
 
 
