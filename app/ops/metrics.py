@@ -1,0 +1,234 @@
+"""Prometheus metrics: a call observer plus ``GET /metrics``.
+
+Where the latency went, per turn stage; how long the greeting took to start; barge-ins;
+provider errors and reconnects; call durations and cost; live calls by transport (read from
+the call registry at scrape time, so the gauge can never drift from the truth).
+
+The metrics live in their own ``CollectorRegistry`` (one per ``AppContext``), so tests and
+several apps in one process do not share counters. ``/metrics`` requires
+``Authorization: Bearer <METRICS_TOKEN>`` when that setting is present.
+"""
+
+from __future__ import annotations
+
+import hmac
+import re
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.registry import Collector
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from app.core.providers import CallInfo
+from app.core.records import CallEnded, CallEvent, TurnMetrics, Usage
+from app.logs import event, get_logger
+
+log = get_logger(__name__)
+
+PREFIX = "voice_agent"
+TRANSPORTS = ("twilio", "webrtc")
+# Seconds. Conversation feels broken past ~1.5 s of silence, so the buckets are dense below it.
+LATENCY_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 3.0, 5.0, 10.0)
+DURATION_BUCKETS = (5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600)
+MAX_REASONS = 24  # end reasons are short code-chosen strings; cap them anyway
+
+# (usage, duration seconds, call) -> cost in dollars, or None when unknown
+Pricer = Callable[[Usage, float, CallInfo], float | None]
+
+
+class _LiveCalls(Collector):
+    def __init__(self, calls: Any) -> None:
+        self.calls = calls
+
+    def collect(self) -> Iterator[Metric]:
+        active = GaugeMetricFamily(
+            f"{PREFIX}_active_calls", "Calls in progress on this instance", labels=["transport"]
+        )
+        known = set(TRANSPORTS) | {c.transport for c in self.calls.calls()}
+        for transport in sorted(known):
+            active.add_metric([transport], self.calls.count(transport))
+        yield active
+        yield GaugeMetricFamily(
+            f"{PREFIX}_call_capacity", "Admission limit of this instance",
+            value=self.calls.max_calls,
+        )
+        yield GaugeMetricFamily(
+            f"{PREFIX}_draining", "1 while the instance drains before exit",
+            value=1 if self.calls.draining else 0,
+        )
+
+
+class Metrics:
+    """Receives every record of every call (``CallObserver``) and counts it. Never blocks."""
+
+    def __init__(self, calls: Any | None = None, pricer: Pricer | None = None) -> None:
+        self.registry = CollectorRegistry()
+        self.pricer = pricer
+        r = self.registry
+        if calls is not None:
+            r.register(_LiveCalls(calls))
+        self.turn_latency = Histogram(
+            f"{PREFIX}_turn_latency_seconds",
+            "Agent turn latency by stage (endpoint_to_stt_final, llm_first_token, "
+            "tts_first_audio, total, ...)",
+            ["stage"], buckets=LATENCY_BUCKETS, registry=r,
+        )
+        self.turns = Counter(
+            f"{PREFIX}_turns", "Agent turns, by how they were covered",
+            ["kind"], registry=r,
+        )
+        self.greeting = Histogram(
+            f"{PREFIX}_greeting_first_audio_seconds",
+            "From call start to the first greeting audio sent to the caller",
+            buckets=LATENCY_BUCKETS, registry=r,
+        )
+        self.barge_ins = Counter(
+            f"{PREFIX}_barge_ins", "Caller interrupted the agent", ["transport"], registry=r
+        )
+        self.provider_errors = Counter(
+            f"{PREFIX}_provider_errors", "Provider failures", ["provider", "type"], registry=r
+        )
+        self.provider_reconnects = Counter(
+            f"{PREFIX}_provider_reconnects", "Provider streams reopened", ["provider", "type"],
+            registry=r,
+        )
+        self.calls_started = Counter(
+            f"{PREFIX}_calls_started", "Calls that started", ["transport", "direction"], registry=r
+        )
+        self.calls_ended = Counter(
+            f"{PREFIX}_calls_ended", "Calls that ended, by reason", ["transport", "reason"],
+            registry=r,
+        )
+        self.calls_rejected = Counter(
+            f"{PREFIX}_calls_rejected", "Calls refused at admission", ["transport", "reason"],
+            registry=r,
+        )
+        self.duration = Histogram(
+            f"{PREFIX}_call_duration_seconds", "Call length", ["transport"],
+            buckets=DURATION_BUCKETS, registry=r,
+        )
+        self.cost = Counter(
+            f"{PREFIX}_call_cost_dollars", "Provider cost of ended calls", ["transport"], registry=r
+        )
+        self.unpriced = Counter(
+            f"{PREFIX}_calls_unpriced", "Ended calls whose cost could not be computed",
+            ["transport"], registry=r,
+        )
+        self._started: dict[str, float] = {}
+        self._usage: dict[str, Usage] = {}
+        self._reasons: set[str] = set()
+
+    # ------------------------------------------------------------------ observer
+
+    def record(self, call: CallInfo, record: Any) -> None:
+        if isinstance(record, TurnMetrics):
+            self._turn(record)
+        elif isinstance(record, CallEvent):
+            self._event(call, record)
+        elif isinstance(record, Usage):
+            self._usage[call.call_id] = record
+        elif isinstance(record, CallEnded):
+            self._ended(call, record)
+
+    def rejected(self, transport: str, reason: str) -> None:
+        """For transports: a call was refused at admission (over capacity, draining)."""
+        self.calls_rejected.labels(transport, _label(reason)).inc()
+
+    def _turn(self, turn: TurnMetrics) -> None:
+        for stage, ms in turn.stages_ms().items():
+            if ms is not None and ms >= 0:
+                self.turn_latency.labels(stage).observe(ms / 1000.0)
+        kind = "fallback" if turn.fallback else "filler" if turn.filler else "direct"
+        self.turns.labels(kind).inc()
+
+    def _event(self, call: CallInfo, ev: CallEvent) -> None:
+        detail = ev.detail
+        if ev.kind == "call_started":
+            self._started[call.call_id] = ev.at
+            self.calls_started.labels(call.transport, call.direction).inc()
+        elif ev.kind == "greeting_first_audio" and isinstance(detail.get("ms"), int | float):
+            self.greeting.observe(float(detail["ms"]) / 1000.0)
+        elif ev.kind == "barge_in":
+            self.barge_ins.labels(call.transport).inc()
+        elif ev.kind in {"provider_error", "provider_reconnect"}:
+            counter = self.provider_errors if ev.kind == "provider_error" else (
+                self.provider_reconnects
+            )
+            counter.labels(
+                _label(str(detail.get("provider", "unknown"))),
+                _label(str(detail.get("type", "unknown"))),
+            ).inc()
+
+    def _ended(self, call: CallInfo, ended: CallEnded) -> None:
+        started = self._started.pop(call.call_id, None)
+        usage = self._usage.pop(call.call_id, None)
+        self.calls_ended.labels(call.transport, self._reason(ended.reason)).inc()
+        duration = max(ended.at - started, 0.0) if started is not None else None
+        if duration is not None:
+            self.duration.labels(call.transport).observe(duration)
+        cost = None
+        if self.pricer is not None and usage is not None:
+            try:
+                cost = self.pricer(usage, duration or 0.0, call)
+            except Exception as exc:  # pricing must never break the call's end
+                event(log, "pricing_failed", error=type(exc).__name__)
+        if cost is None:
+            self.unpriced.labels(call.transport).inc()
+        else:
+            self.cost.labels(call.transport).inc(max(cost, 0.0))
+
+    def _reason(self, reason: str) -> str:
+        label = _label(reason)
+        if label in self._reasons or len(self._reasons) < MAX_REASONS:
+            self._reasons.add(label)
+            return label
+        return "other"
+
+    # ------------------------------------------------------------------ exposition
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+def _label(value: str) -> str:
+    """A bounded, safe label value: ``ConnectionError: [Errno 111]...`` -> ``connectionerror``."""
+    head = re.split(r"[:(\[]", value, maxsplit=1)[0]
+    return re.sub(r"[^a-z0-9_]+", "_", head.strip().lower()).strip("_")[:40] or "unknown"
+
+
+def bearer_ok(request: Request, token: str | None) -> bool:
+    if not token:
+        return True
+    header = request.headers.get("authorization", "")
+    scheme, _, given = header.partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(given.strip(), token)
+
+
+def install(ctx: Any) -> Metrics:
+    """The context's metrics, created and registered as a call observer on first use."""
+    metrics = ctx.extras.get("metrics")
+    if metrics is None:
+        metrics = Metrics(ctx.calls, pricer=ctx.extras.get("pricer"))
+        ctx.extras["metrics"] = metrics
+        ctx.observers.append(metrics)
+    return metrics
+
+
+def routes(ctx: Any) -> list[BaseRoute]:
+    metrics = install(ctx)
+    token = ctx.settings.ops.metrics_token
+
+    async def scrape(request: Request) -> Response:
+        if not bearer_ok(request, token):
+            event(log, "metrics_unauthorised")
+            return PlainTextResponse(
+                "unauthorised\n", status_code=401, headers={"WWW-Authenticate": "Bearer"}
+            )
+        return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+    return [Route("/metrics", scrape, methods=["GET"])]
