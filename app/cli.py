@@ -6,14 +6,18 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from app import main as serve_cmd
 from app.ops import configure_number
+from app.simulator import cli as call_cli
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="voice-agent", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     # One line per feature: module.register(sub) adds its subcommand(s).
+    serve_cmd.register(sub)
     configure_number.register(sub)
+    call_cli.register(sub)
     return parser
 
 

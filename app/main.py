@@ -1,0 +1,107 @@
+"""``voice-agent serve``: build the process context (warm providers, cached phrases), then serve.
+
+Everything slow happens here, before the port opens: models load and the fixed phrases are
+synthesised, so the first call answers as fast as the hundredth.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+
+import uvicorn
+
+from app.config import ConfigError, Settings
+from app.core.audio import CANONICAL, MULAW_8K
+from app.logs import configure, event, get_logger, register_secret
+from app.runtime.context import AppContext
+from app.runtime.phrases import PhraseCache
+from app.runtime.runner import script_from_settings
+
+log = get_logger(__name__)
+
+
+def register_secrets(settings: Settings) -> None:
+    cloud = settings.providers.cloud
+    for secret in (
+        settings.twilio.auth_token,
+        cloud.deepgram_api_key,
+        cloud.anthropic_api_key,
+        cloud.elevenlabs_api_key,
+    ):
+        register_secret(secret)
+
+
+async def build_context(settings: Settings) -> AppContext:
+    from app.providers.registry import build_providers, warm
+
+    started = time.perf_counter()
+    providers = build_providers(settings)
+    await warm(providers)
+    phrases = PhraseCache()
+    script = script_from_settings(settings.agent)
+    fallback = None
+    if providers.tts.name != "espeak":  # fixed phrases must exist even if cloud TTS is down
+        from app.providers.local_tts import EspeakTts
+
+        fallback = EspeakTts(settings.providers.local)
+    await phrases.warm(
+        providers.tts, script.cached_phrases(), formats=(MULAW_8K, CANONICAL), fallback=fallback
+    )
+    ctx = AppContext(settings, providers, phrases)
+    event(
+        log,
+        "ready",
+        stt=providers.stt.name,
+        llm=providers.llm.name,
+        tts=providers.tts.name,
+        warm_ms=round((time.perf_counter() - started) * 1000),
+    )
+    return ctx
+
+
+async def serve(settings: Settings) -> None:
+    from app.server import create_app
+
+    ctx = await build_context(settings)
+    app = create_app(ctx)
+    config = uvicorn.Config(
+        app,
+        host=settings.server.host,
+        port=settings.server.port,
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+    )
+    server = uvicorn.Server(config)
+    event(log, "listening", host=settings.server.host, port=settings.server.port)
+    await server.serve()
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    try:
+        settings = Settings.from_env()
+    except ConfigError as exc:
+        configure()
+        event(log, "config_error", error=str(exc))
+        print(f"configuration error: {exc}")
+        return 2
+    if args.port:
+        settings = _with_port(settings, args.port)
+    configure(settings.server.log_level)
+    register_secrets(settings)
+    asyncio.run(serve(settings))
+    return 0
+
+
+def _with_port(settings: Settings, port: int) -> Settings:
+    from dataclasses import replace
+
+    return replace(settings, server=replace(settings.server, port=port))
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("serve", help="run the server (embedded local providers without keys)")
+    p.add_argument("--port", type=int, default=0, help="override PORT")
+    p.set_defaults(func=run_serve)

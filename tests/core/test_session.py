@@ -1,0 +1,337 @@
+"""Session logic on a fake clock: no sockets, no sleeps."""
+
+from __future__ import annotations
+
+from app.core.events import (
+    CallStarted,
+    CancelLlm,
+    CancelSpeech,
+    Clear,
+    DtmfDigit,
+    Emit,
+    EndCall,
+    LlmDone,
+    LlmFailed,
+    LlmText,
+    LlmTool,
+    MarkReached,
+    PlayAudio,
+    PlayMark,
+    RemoteHangup,
+    Shutdown,
+    Speak,
+    StartLlm,
+    SttUpdate,
+    TtsAudio,
+    TtsDone,
+    TtsFailed,
+)
+from app.core.providers import ToolCall, Transcript, UtteranceEnd
+from app.core.records import CallEnded, CallEvent, TranscriptLine, TurnMetrics
+
+from .harness import Harness, of
+
+
+def final(text: str) -> SttUpdate:
+    return SttUpdate(Transcript(text, is_final=True, speech_final=True))
+
+
+def records(h: Harness, kind: type) -> list:  # type: ignore[type-arg]
+    return [a.record for a in h.actions if isinstance(a, Emit) and isinstance(a.record, kind)]
+
+
+def events(h: Harness, name: str) -> list[CallEvent]:
+    return [r for r in records(h, CallEvent) if r.kind == name]
+
+
+def take_turn(h: Harness, text: str) -> StartLlm:
+    h.caller(600)
+    h.caller(500, voiced=False)
+    out = h.send(final(text))
+    out += h.advance(0)
+    starts = of(StartLlm, out)
+    assert len(starts) == 1, out
+    return starts[0]
+
+
+def test_greeting_is_cached_speech_then_a_mark() -> None:
+    h = Harness.create()
+    out = h.send(CallStarted())
+    (speak,) = of(Speak, out)
+    assert speak.cached and speak.text == "Hello, how can I help?"
+    produced = h.synthesize(speak, 1500)
+    assert of(PlayAudio, produced) and of(PlayMark, produced)
+    assert events(h, "greeting_first_audio")[0].detail["ms"] == 0.0
+    h.advance(1500)
+    h.send(MarkReached(of(PlayMark, produced)[0].name))
+    (line,) = records(h, TranscriptLine)
+    assert line.role == "agent" and not line.interrupted
+
+
+def test_turn_goes_to_the_model_with_the_history_and_variables() -> None:
+    h = Harness.create()
+    h.start()
+    start = take_turn(h, "I'd like to book an appointment tomorrow at ten.")
+    assert start.request.system == "You are Ava."
+    assert [m.role for m in start.request.messages] == ["user"]
+    assert start.request.messages[0].content.startswith("I'd like to book")
+    assert {t.name for t in start.request.tools} >= {"end_call"}
+    caller_lines = [r for r in records(h, TranscriptLine) if r.role == "caller"]
+    assert caller_lines[0].text.startswith("I'd like")
+
+
+def test_reply_streams_into_speech_sentence_by_sentence_before_the_model_finishes() -> None:
+    h = Harness.create()
+    h.start()
+    start = take_turn(h, "book me in tomorrow at ten")
+    out = h.send(LlmText(start.turn, "Certainly. I have booked "))
+    assert [s.text for s in of(Speak, out)] == ["Certainly."]
+    out = h.send(LlmText(start.turn, "you for tomorrow at 10 a.m. with Dr. Lee. Anything else?"))
+    assert [s.text for s in of(Speak, out)] == [
+        "I have booked you for tomorrow at 10 a.m. with Dr. Lee."
+    ]
+    out = h.send(LlmDone(start.turn))
+    assert [s.text for s in of(Speak, out)] == ["Anything else?"]
+
+
+def test_turn_metrics_cover_every_stage() -> None:
+    h = Harness.create()
+    h.start()
+    start = take_turn(h, "what are your opening hours")
+    h.advance(200)
+    out = h.send(LlmText(start.turn, "We open at eight. "))
+    out += h.send(LlmDone(start.turn))
+    h.advance(50)
+    h.synthesize(of(Speak, out)[0], 800)
+    (metrics,) = records(h, TurnMetrics)
+    stages = metrics.stages_ms()
+    assert stages["llm_first_token"] == 200.0
+    assert stages["tts_first_audio"] == 50.0
+    # speech end is measured from the VAD (hangover removed), before the final transcript
+    assert stages["endpoint_to_stt_final"] is not None and stages["endpoint_to_stt_final"] > 0
+    assert stages["total"] >= 250.0
+
+
+def test_barge_in_mid_sentence_clears_and_trims_history_to_what_was_heard() -> None:
+    h = Harness.create()
+    h.start()
+    start = take_turn(h, "can I book for tomorrow")
+    sentence = "Of course, I can book you in tomorrow morning at ten or in the afternoon at three."
+    out = h.send(LlmText(start.turn, sentence + " Which would you prefer?"))
+    out += h.send(LlmDone(start.turn))
+    speaks = of(Speak, out)
+    assert len(speaks) == 2
+    h.synthesize(speaks[0], 4000)  # 4 s of audio for the first sentence, sent at once
+    # the caller talks over the agent 1.4 s into the sentence (~35 % heard);
+    # the VAD needs 200 ms of speech to call it an interruption
+    h.advance(1200)
+    out = h.caller(300)
+    assert of(Clear, out), "barge-in must clear the transport's buffer"
+    assert of(CancelSpeech, out)
+    (barge,) = events(h, "barge_in")
+    heard = [r for r in records(h, TranscriptLine) if r.role == "agent" and r.interrupted]
+    assert len(heard) == 1
+    assert sentence.startswith(heard[0].text) and 10 < len(heard[0].text) < len(sentence) / 2
+    last = h.session.history[-1]
+    assert last.role == "assistant" and last.interrupted and last.content == heard[0].text
+    # Twilio echoes the cleared marks at once: they must not count as played
+    mark = of(PlayMark, h.actions)[-1].name
+    h.send(MarkReached(mark))
+    assert [r for r in records(h, TranscriptLine) if r.role == "agent"][-1].interrupted
+    # audio for the cancelled second sentence is dropped if it still arrives
+    late = h.send(TtsAudio(speaks[1].utterance, of(PlayAudio, h.actions)[0].chunk))
+    assert not of(PlayAudio, late)
+
+
+def test_short_noise_during_agent_speech_does_not_interrupt() -> None:
+    h = Harness.create()
+    out = h.send(CallStarted())
+    h.synthesize(of(Speak, out)[0], 3000)
+    out = h.caller(100)  # a cough
+    assert not of(Clear, out)
+    assert not events(h, "barge_in")
+
+
+def test_backchannel_final_transcript_during_agent_speech_is_ignored() -> None:
+    h = Harness.create()
+    out = h.send(CallStarted())
+    h.synthesize(of(Speak, out)[0], 3000)
+    out = h.send(final("mm-hmm"))
+    out += h.advance(100)
+    assert not of(StartLlm, out) and not of(Clear, out)
+    assert events(h, "backchannel")
+
+
+def test_caller_who_keeps_talking_while_the_model_thinks_keeps_the_turn() -> None:
+    h = Harness.create()
+    h.start()
+    start = take_turn(h, "I'd like to book")
+    out = h.caller(400)  # they were not finished
+    assert CancelLlm(start.turn) in out
+    assert events(h, "turn_resumed")
+    h.caller(400, voiced=False)
+    out = h.send(final("for tomorrow at ten"))
+    out += h.advance(0)
+    (restart,) = of(StartLlm, out)
+    assert restart.request.messages[-1].content == "I'd like to book for tomorrow at ten"
+
+
+def test_slow_model_gets_a_cached_filler_then_a_fallback_and_the_call_goes_on() -> None:
+    h = Harness.create()
+    h.start()
+    start = take_turn(h, "hello?")
+    out = h.advance(1300)
+    (filler,) = of(Speak, out)
+    assert filler.cached and filler.text == "One moment."
+    out = h.advance(5000)
+    assert CancelLlm(start.turn) in out
+    (fallback,) = of(Speak, out)
+    assert fallback.cached and fallback.text.startswith("Sorry")
+    assert any(e.detail.get("type") == "timeout" for e in events(h, "provider_error"))
+    # the caller can try again
+    take_turn(h, "what time do you open")
+
+
+def test_model_failure_speaks_the_fallback() -> None:
+    h = Harness.create()
+    h.start()
+    start = take_turn(h, "hello")
+    out = h.send(LlmFailed(start.turn, "OverloadedError"))
+    (fallback,) = of(Speak, out)
+    assert fallback.cached
+    assert not h.session.ended
+
+
+def test_tts_failure_mid_reply_falls_back_to_the_cached_phrase() -> None:
+    h = Harness.create()
+    h.start()
+    start = take_turn(h, "hello")
+    out = h.send(LlmText(start.turn, "Hello there. How can I help you today? "))
+    speak = of(Speak, out)[0]
+    out = h.send(TtsFailed(speak.utterance, "ApiError"))
+    assert CancelLlm(start.turn) in out and of(CancelSpeech, out)
+    (fallback,) = of(Speak, out)
+    assert fallback.cached
+
+
+def test_end_call_tool_says_goodbye_then_hangs_up_after_it_played() -> None:
+    h = Harness.create()
+    h.start()
+    start = take_turn(h, "that's all, bye")
+    h.send(LlmTool(start.turn, ToolCall("t1", "end_call", {})))
+    out = h.send(LlmDone(start.turn))
+    (goodbye,) = of(Speak, out)
+    assert goodbye.cached and goodbye.text == "Goodbye!"
+    assert not of(EndCall, out)
+    out = h.play_out(out)
+    assert of(EndCall, out)
+    assert records(h, CallEnded)[0].reason == "end_call"
+    assert h.session.ended
+
+
+def test_end_call_after_spoken_goodbye_waits_for_its_mark() -> None:
+    h = Harness.create()
+    h.start()
+    start = take_turn(h, "bye")
+    out = h.send(LlmText(start.turn, "Thanks for calling, goodbye!"))
+    out += h.send(LlmTool(start.turn, ToolCall("t1", "end_call", {})))
+    out += h.send(LlmDone(start.turn))
+    assert [s.text for s in of(Speak, out)] == ["Thanks for calling, goodbye!"]
+    assert not of(EndCall, out)
+    assert of(EndCall, h.play_out(out))
+
+
+def test_idle_caller_is_prompted_then_the_call_ends() -> None:
+    h = Harness.create(idle_timeout_s=10.0)
+    h.start()
+    out = h.advance(10_100)
+    (prompt,) = of(Speak, out)
+    assert prompt.text == "Are you still there?"
+    out = h.play_out(out)
+    out += h.advance(10_100)
+    goodbye = of(Speak, out)
+    assert goodbye and goodbye[0].text == "Goodbye!"
+    assert of(EndCall, h.play_out(out))
+    assert h.session.end_reason == "idle"
+
+
+def test_max_call_length_ends_the_call() -> None:
+    h = Harness.create(max_call_s=30.0, idle_timeout_s=100.0)
+    h.start()
+    out = h.advance(30_000)
+    assert [s.text for s in of(Speak, out)] == ["Goodbye!"]
+    assert of(EndCall, h.play_out(out))
+    assert h.session.end_reason == "max call length"
+
+
+def test_dtmf_digits_reach_the_model_after_hash_or_a_pause() -> None:
+    h = Harness.create()
+    h.start()
+    for d in "12#":
+        out = h.send(DtmfDigit(d))
+    (start,) = of(StartLlm, out)
+    assert start.request.messages[-1].content == "[keypad: 1 2 #]"
+    h.play_out(h.send(LlmText(start.turn, "Thanks.")) + h.send(LlmDone(start.turn)))
+    h.send(DtmfDigit("9"))
+    out = h.advance(2100)
+    (start,) = of(StartLlm, out)
+    assert start.request.messages[-1].content == "[keypad: 9]"
+
+
+def test_utterance_end_closes_a_turn_the_recogniser_left_open() -> None:
+    h = Harness.create()
+    h.start()
+    h.send(SttUpdate(Transcript("yes please", is_final=True, speech_final=False)))
+    assert not of(StartLlm, h.advance(100))
+    out = h.send(SttUpdate(UtteranceEnd()))
+    out += h.advance(0)
+    assert of(StartLlm, out)
+
+
+def test_endpointing_delay_is_honoured_and_more_speech_keeps_the_turn_open() -> None:
+    h = Harness.create()
+    h.session.policy = type(h.session.policy)(endpointing_ms=500)
+    h.start()
+    h.send(final("my number is"))
+    assert not of(StartLlm, h.advance(300))
+    h.caller(300)  # more speech: the timer is cancelled
+    assert not of(StartLlm, h.advance(600))
+    h.caller(400, voiced=False)
+    h.send(final("five five five"))
+    out = h.advance(600)
+    (start,) = of(StartLlm, out)
+    assert start.request.messages[-1].content == "my number is five five five"
+
+
+def test_shutdown_interrupts_and_says_goodbye() -> None:
+    h = Harness.create()
+    out = h.send(CallStarted())
+    h.synthesize(of(Speak, out)[0], 3000)
+    out = h.send(Shutdown("server shutting down"))
+    assert of(Clear, out)
+    (goodbye,) = of(Speak, out)
+    assert goodbye.text == "Goodbye!"
+    assert of(EndCall, h.play_out(out))
+
+
+def test_remote_hangup_ends_without_hanging_up_again() -> None:
+    h = Harness.create()
+    h.start()
+    out = h.send(RemoteHangup())
+    assert not of(EndCall, out)
+    assert records(h, CallEnded)[0].reason == "caller hung up"
+    assert h.session.ended
+    assert h.send(TtsDone(1)) == []
+
+
+def test_history_after_tool_call_carries_tool_results() -> None:
+    h = Harness.create()
+    h.start()
+    start = take_turn(h, "put me through to someone")
+    h.send(LlmText(start.turn, "Let me note that. "))
+    h.send(LlmTool(start.turn, ToolCall("t9", "set_outcome", {"outcome": "callback"})))
+    h.play_out(h.send(LlmDone(start.turn)))
+    nxt = take_turn(h, "thanks")
+    msgs = nxt.request.messages
+    assert msgs[-2].role == "assistant" and msgs[-2].tool_calls[0].id == "t9"
+    assert msgs[-1].tool_results[0].call_id == "t9"
