@@ -1,0 +1,104 @@
+"""Pure helpers of the core: sentence splitting, VAD segmentation, playback accounting."""
+
+from __future__ import annotations
+
+import pytest
+
+from app.core.audio import CANONICAL, MULAW_8K, AudioChunk, Converter, pcm16_to_mulaw
+from app.core.playback import Playback, Utterance, heard_prefix
+from app.core.text import SentenceSplitter
+from app.core.vad import SpeechEnd, SpeechStart, VoiceActivity
+
+from .harness import vowel
+
+
+def split_stream(pieces: list[str]) -> list[str]:
+    s = SentenceSplitter()
+    out: list[str] = []
+    for p in pieces:
+        out += s.push(p)
+    return out + s.flush()
+
+
+@pytest.mark.parametrize(
+    ("pieces", "expected"),
+    [
+        (["Hello there. How", " are you?"], ["Hello there.", "How are you?"]),
+        (["See Dr. Lee at 10.30 tomorrow. Ok?"], ["See Dr. Lee at 10.30 tomorrow.", "Ok?"]),
+        (["It is at 10 a.m. tomorrow. Fine?"], ["It is at 10 a.m. tomorrow.", "Fine?"]),
+        (["Great! ", "Booked."], ["Great!", "Booked."]),
+        (["We have slots on Monday, Tuesday, Wednesday, Thursday and Friday, mornings, "
+          "afternoons and some evenings as well"],
+         ["We have slots on Monday, Tuesday, Wednesday, Thursday and Friday, mornings,",
+          "afternoons and some evenings as well"]),
+    ],
+)
+def test_sentence_splitter(pieces: list[str], expected: list[str]) -> None:
+    assert split_stream(pieces) == expected
+
+
+def test_splitter_waits_for_the_next_word_before_releasing() -> None:
+    s = SentenceSplitter()
+    assert s.push("It is 10.") == []  # could be 10.30
+    assert s.push("30 now. N") == ["It is 10.30 now."]
+
+
+def test_vad_segments_speech_with_offsets() -> None:
+    vad = VoiceActivity(8000)
+    events = vad.feed(bytes(8000))  # 500 ms silence
+    events += vad.feed(vowel(800))
+    assert vad.speaking and vad.speech_ms >= 700
+    events += vad.feed(bytes(16000))  # 1 s silence
+    assert [type(e) for e in events] == [SpeechStart, SpeechEnd]
+    start, end = events
+    assert 480 <= start.at_ms <= 520
+    assert 1280 <= end.at_ms <= 1450  # webrtcvad's own hangover adds a little
+    assert not vad.speaking
+
+
+def test_vad_accepts_odd_chunk_sizes_and_rejects_bad_rates() -> None:
+    vad = VoiceActivity(16000)
+    audio = vowel(500, rate=16000)
+    for i in range(0, len(audio), 334):  # not a frame multiple
+        vad.feed(audio[i : i + 334])
+    assert vad.speaking
+    with pytest.raises(ValueError):
+        VoiceActivity(22050)
+
+
+def test_heard_prefix_cuts_at_whole_words() -> None:
+    text = "I can book you tomorrow at ten"
+    assert heard_prefix(text, 0.5) == "I can book you"
+    assert heard_prefix(text, 1.0) == text
+    assert heard_prefix(text, 0.0) == ""
+
+
+def test_playback_estimates_play_position_across_utterances() -> None:
+    pb = Playback()
+    a, b = Utterance(1, 1, "first sentence here"), Utterance(2, 1, "second sentence here")
+    pb.add(a)
+    pb.add(b)
+    pb.sent(a, 1000, now=0.0)
+    mark_a = pb.finish(a)
+    pb.sent(b, 1000, now=0.1)  # queued behind a: starts playing at 1.0
+    pb.finish(b)
+    assert b.play_start == pytest.approx(1.0)
+    assert pb.audible(0.5)
+    # the echo of a's mark comes late (network): b cannot have started before it
+    assert pb.reached(mark_a, 1.2) is a
+    assert b.play_start == pytest.approx(1.2)
+    cut = pb.clear(1.95)  # three quarters of b heard
+    assert cut == [(b, "second sentence")]
+    assert pb.reached("u2", 1.95) is None  # the clear's echo is not "played"
+    assert not pb.pending
+
+
+def test_converter_passthrough_and_resampling() -> None:
+    ulaw = pcm16_to_mulaw(vowel(100))
+    same = Converter(MULAW_8K, MULAW_8K)
+    chunk = AudioChunk(ulaw, MULAW_8K)
+    assert same.chunk(chunk) is chunk  # no copy, no CPU
+    up = Converter(MULAW_8K, CANONICAL)
+    out = up.chunk(chunk)
+    # QQ emits on every chunk: no 100 ms hold-back before the first output
+    assert out.format == CANONICAL and out.duration_ms >= 90
