@@ -14,7 +14,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Route
 
+from app.ops import metrics
 from app.runtime.context import AppContext
+from app.transports import twilio, webrtc
 
 
 def create_app(ctx: AppContext) -> Starlette:
@@ -25,10 +27,14 @@ def create_app(ctx: AppContext) -> Starlette:
 
     routes: list[BaseRoute] = [Route("/health", health, methods=["GET"])]
     # Feature routes are appended here, one line per feature module.
+    routes += webrtc.routes(ctx)
+    routes += twilio.routes(ctx)
+    routes += metrics.routes(ctx)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         yield
+        await webrtc.aclose(ctx)  # after any drain: hang up web calls still open
 
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.ctx = ctx

@@ -1,0 +1,68 @@
+"""A real server on an unused loopback port, and aiortc peers that can reach it.
+
+aioice leaves 127.0.0.1 out of its host candidates. So that two aiortc peers in this process
+(test client and server) connect over loopback on any machine, the fixture makes aioice offer
+loopback only — the one piece of configuration these tests change. The browser test cannot
+do that for Chromium and uses the machine's own interface address instead (see there).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import aioice.ice
+import pytest
+import uvicorn
+
+from app.config import Settings, WebRtcSettings
+from app.runtime.context import AppContext
+from app.server import create_app
+
+
+@pytest.fixture
+def loopback_ice(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(aioice.ice, "get_host_addresses", lambda use_ipv4, use_ipv6: ["127.0.0.1"])
+
+
+@dataclasses.dataclass
+class RunningServer:
+    url: str
+    ctx: AppContext
+
+
+@contextlib.asynccontextmanager
+async def serve(ctx: AppContext) -> AsyncIterator[RunningServer]:
+    app = create_app(ctx)
+    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None, lifespan="on")
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    try:
+        while not server.started:
+            if task.done():
+                task.result()
+            await asyncio.sleep(0.01)
+        port = server.servers[0].sockets[0].getsockname()[1]
+        yield RunningServer(f"http://127.0.0.1:{port}", ctx)
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, 10)
+
+
+def make_settings(**webrtc: Any) -> Settings:
+    return dataclasses.replace(Settings(), webrtc=WebRtcSettings(**webrtc))
+
+
+@pytest.fixture
+def server_factory() -> Callable[..., Any]:
+    """``async with server_factory(providers=..., **webrtc_settings) as srv``."""
+
+    def factory(providers: Any = None, phrases: Any = None, settings: Settings | None = None,
+                **webrtc: Any) -> Any:
+        ctx = AppContext(settings or make_settings(**webrtc), providers, phrases)
+        return serve(ctx)
+
+    return factory
