@@ -11,6 +11,10 @@ from app.transports.webrtc import WebRtcManager
 from tests.webrtc.test_signal import CHROME_OFFER
 
 
+def body(sdp: str, token: str) -> dict[str, str]:
+    return {"sdp": sdp, "type": "offer", "token": token}
+
+
 async def client_offer() -> tuple[RTCPeerConnection, str]:
     pc = RTCPeerConnection()  # never connects here: no ICE servers needed
     pc.addTransceiver("audio", direction="sendrecv")
@@ -53,7 +57,7 @@ async def test_an_offer_is_answered_with_gathered_candidates(server_factory, loo
         pc, sdp = await client_offer()
         try:
             token = (await http.post("/webrtc/session")).json()["token"]
-            resp = await http.post("/webrtc/offer", json={"sdp": sdp, "type": "offer", "token": token})
+            resp = await http.post("/webrtc/offer", json=body(sdp, token))
             assert resp.status_code == 200, resp.text
             answer = resp.json()
             assert answer["type"] == "answer"
@@ -63,7 +67,7 @@ async def test_an_offer_is_answered_with_gathered_candidates(server_factory, loo
             manager: WebRtcManager = srv.ctx.extras["webrtc"]
             assert list(manager.calls) == [answer["call_id"]]
             # The same token cannot open a second call.
-            again = await http.post("/webrtc/offer", json={"sdp": sdp, "type": "offer", "token": token})
+            again = await http.post("/webrtc/offer", json=body(sdp, token))
             assert again.status_code == 401 and again.json()["error"] == "used_token"
         finally:
             await pc.close()
@@ -81,7 +85,7 @@ async def test_unconnected_peer_is_dropped_after_the_connect_timeout(
         pc, sdp = await client_offer()
         try:
             token = (await http.post("/webrtc/session")).json()["token"]
-            resp = await http.post("/webrtc/offer", json={"sdp": sdp, "type": "offer", "token": token})
+            resp = await http.post("/webrtc/offer", json=body(sdp, token))
             assert resp.status_code == 200
             manager: WebRtcManager = srv.ctx.extras["webrtc"]
             assert len(manager.calls) == 1
@@ -154,9 +158,9 @@ async def test_cap_on_concurrent_web_calls(server_factory, loopback_ice) -> None
         try:
             t1 = (await http.post("/webrtc/session")).json()["token"]
             t2 = (await http.post("/webrtc/session")).json()["token"]
-            ok = await http.post("/webrtc/offer", json={"sdp": sdp1, "type": "offer", "token": t1})
+            ok = await http.post("/webrtc/offer", json=body(sdp1, t1))
             assert ok.status_code == 200
-            busy = await http.post("/webrtc/offer", json={"sdp": sdp2, "type": "offer", "token": t2})
+            busy = await http.post("/webrtc/offer", json=body(sdp2, t2))
             assert busy.status_code == 503 and busy.json()["error"] == "busy"
             assert busy.headers["retry-after"]
             assert (await http.post("/webrtc/session")).status_code == 503
