@@ -103,6 +103,12 @@ class LocalProviderSettings:
     whisper_threads: int = 2
     espeak_voice: str = "en-us"
     espeak_rate_wpm: int = 175
+    # Naming the domain steers tiny.en towards the words callers use ("book", not "look").
+    whisper_prompt: str = (
+        "A phone call to a clinic receptionist about booking, moving or cancelling an appointment."
+    )
+    whisper_beam_size: int = 5
+    whisper_silence_ms: int = 400  # silence that ends an utterance (then it is transcribed)
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,6 +207,8 @@ class Settings:
     agent: AgentSettings = field(default_factory=AgentSettings)
     webrtc: WebRtcSettings = field(default_factory=WebRtcSettings)
     ops: OpsSettings = field(default_factory=OpsSettings)
+    store: StoreSettings = field(default_factory=lambda: StoreSettings())
+    outbound: OutboundSettings = field(default_factory=lambda: OutboundSettings())
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -235,6 +243,9 @@ class Settings:
                 whisper_threads=e.int("WHISPER_THREADS", 2, 1, 64),
                 espeak_voice=e.str("ESPEAK_VOICE", "en-us"),
                 espeak_rate_wpm=e.int("ESPEAK_RATE_WPM", 175, 80, 450),
+                whisper_prompt=e.str("WHISPER_PROMPT", LocalProviderSettings().whisper_prompt),
+                whisper_beam_size=e.int("WHISPER_BEAM_SIZE", 5, 1, 10),
+                whisper_silence_ms=e.int("WHISPER_SILENCE_MS", 400, 100, 3000),
             ),
             cloud=CloudProviderSettings(
                 deepgram_api_key=e.opt("DEEPGRAM_API_KEY"),
@@ -266,6 +277,7 @@ class Settings:
         return cls(
             server=server, twilio=twilio, providers=providers, agent=agent, webrtc=webrtc,
             ops=_ops_settings(e),
+            store=_store_settings(e), outbound=_outbound_settings(e),
         )
 
 
@@ -298,4 +310,73 @@ def _webrtc_settings(e: _Env) -> WebRtcSettings:
         max_calls=e.int("WEBRTC_MAX_CALLS", 20, 0, 10_000),
         offers_per_minute=e.int("WEBRTC_OFFERS_PER_MINUTE", 10, 1, 10_000),
         connect_timeout_s=e.float("WEBRTC_CONNECT_TIMEOUT_S", 20.0, 1, 300),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class StoreSettings:
+    # unset: SQLite under ./data; postgresql://user@host/db for several instances
+    database_url: str | None = None  # secret (may carry a password)
+
+
+@dataclass(frozen=True, slots=True)
+class OutboundSettings:
+    """Outbound calls and campaigns. The campaign API uses ``OpsSettings.api_token``."""
+
+    from_number: str | None = None  # our Twilio number (caller id), E.164
+    allowed_countries: tuple[str, ...] = ("US", "CA")  # toll-fraud guard: ISO regions we dial
+    default_region: str = "US"  # for numbers written without +country code (CSV imports)
+    voicemail_message: str = (
+        "Hello, this is Ava from Sunrise Dental. Sorry we missed you. "
+        "Please call us back when it suits you. Goodbye."
+    )
+    amd_fax_action: str = "hangup"  # agent | voicemail | hangup
+    amd_unknown_action: str = "agent"
+    ring_timeout_s: int = 30
+    account_cps: float = 1.0  # Twilio's per-account calls-per-second limit, all instances
+    campaign_cps: float = 1.0
+    campaign_max_concurrent: int = 5
+    campaign_max_attempts: int = 3
+    campaign_retry_base_s: float = 900.0
+    campaign_hours: tuple[str, str] = ("09:00", "20:00")  # callee's local time
+    campaign_dialer: bool = True  # this server dials running campaigns
+
+
+def _store_settings(e: _Env) -> StoreSettings:
+    url = e.opt("DATABASE_URL")
+    if url and not url.startswith(("postgresql://", "postgres://", "sqlite", "postgresql+")):
+        raise ConfigError("DATABASE_URL must be a postgresql:// or sqlite:// URL")
+    return StoreSettings(database_url=url)
+
+
+def _outbound_settings(e: _Env) -> OutboundSettings:
+    d = OutboundSettings()
+    countries = tuple(c.upper() for c in e.list("ALLOWED_COUNTRIES", d.allowed_countries))
+    if any(len(c) != 2 or not c.isalpha() for c in countries):
+        raise ConfigError("ALLOWED_COUNTRIES must be two-letter ISO codes, e.g. US,CA")
+    actions = ("agent", "voicemail", "hangup")
+    hours = e.list("CAMPAIGN_CALLING_HOURS", ())
+    start, end = (hours[0], hours[1]) if len(hours) == 2 else d.campaign_hours
+    if hours and len(hours) != 2:
+        raise ConfigError("CAMPAIGN_CALLING_HOURS must be START,END like 09:00,20:00")
+    for value in (start, end):
+        hh, sep, mm = value.partition(":")
+        if not (sep and hh.isdigit() and mm.isdigit() and int(hh) * 60 + int(mm) <= 1440):
+            raise ConfigError(f"CAMPAIGN_CALLING_HOURS must be HH:MM,HH:MM; got {value!r}")
+    account_cps = e.float("TWILIO_CPS", d.account_cps, 0.01, 1000)
+    return OutboundSettings(
+        from_number=e.opt("OUTBOUND_FROM_NUMBER"),
+        allowed_countries=countries,
+        default_region=e.str("DIAL_DEFAULT_REGION", d.default_region).upper(),
+        voicemail_message=e.str("VOICEMAIL_MESSAGE", d.voicemail_message),
+        amd_fax_action=e.choice("AMD_FAX_ACTION", d.amd_fax_action, actions),
+        amd_unknown_action=e.choice("AMD_UNKNOWN_ACTION", d.amd_unknown_action, actions),
+        ring_timeout_s=e.int("OUTBOUND_RING_TIMEOUT_S", d.ring_timeout_s, 5, 600),
+        account_cps=account_cps,
+        campaign_cps=e.float("CAMPAIGN_CPS", min(d.campaign_cps, account_cps), 0.01, 1000),
+        campaign_max_concurrent=e.int("CAMPAIGN_MAX_CONCURRENT", d.campaign_max_concurrent, 1, 10**4),
+        campaign_max_attempts=e.int("CAMPAIGN_MAX_ATTEMPTS", d.campaign_max_attempts, 1, 20),
+        campaign_retry_base_s=e.float("CAMPAIGN_RETRY_BASE_S", d.campaign_retry_base_s, 0, 86_400),
+        campaign_hours=(start, end),
+        campaign_dialer=e.bool("CAMPAIGN_DIALER", d.campaign_dialer),
     )
