@@ -15,7 +15,9 @@ import uvicorn
 from app.config import ConfigError, Settings
 from app.core.audio import CANONICAL, MULAW_8K
 from app.logs import configure, event, get_logger, register_secret
+from app.ops import sentry as ops_sentry
 from app.runtime.context import AppContext
+from app.runtime.drain import DrainingServer
 from app.runtime.phrases import PhraseCache
 from app.runtime.runner import script_from_settings
 
@@ -65,6 +67,7 @@ async def serve(settings: Settings) -> None:
     from app.server import create_app
 
     ctx = await build_context(settings)
+    ops_sentry.install(ctx)
     app = create_app(ctx)
     config = uvicorn.Config(
         app,
@@ -73,10 +76,17 @@ async def serve(settings: Settings) -> None:
         log_config=None,
         access_log=False,
         lifespan="on",
+        timeout_graceful_shutdown=5,  # after the drain, connections left get this long
     )
-    server = uvicorn.Server(config)
+    # SIGTERM/SIGINT drain the calls first (app.runtime.drain), then uvicorn stops.
+    server = DrainingServer(
+        config, ctx.calls, settings.server.drain_timeout_s, settings.ops.drain_grace_s
+    )
     event(log, "listening", host=settings.server.host, port=settings.server.port)
-    await server.serve()
+    try:
+        await server.serve()
+    finally:
+        ops_sentry.shutdown()
 
 
 def run_serve(args: argparse.Namespace) -> int:
