@@ -154,7 +154,14 @@ class AgentSettings:
     max_call_s: float = 1800.0
     # extra wait after the recogniser's end-of-utterance before the agent answers
     endpointing_ms: int = 0
-    barge_in_min_speech_ms: int = 250
+    # ... and when the caller plainly is not finished (a number half read out, a trailing "and")
+    unfinished_wait_ms: int = 2000
+    max_endpoint_ms: int = 3000
+    # caller speech over the agent pauses it after this long; it is an interruption once it
+    # lasts barge_in_sure_ms or has barge_in_min_words words that are not "mm-hmm" or echo
+    barge_in_min_speech_ms: int = 120
+    barge_in_sure_ms: int = 700
+    barge_in_min_words: int = 2
     llm_filler_after_s: float = 1.2  # say ``filler`` if the model has not spoken by then
     llm_giveup_after_s: float = 6.0  # then ``fallback`` and carry on
 
@@ -269,7 +276,13 @@ class Settings:
             idle_timeout_s=e.float("IDLE_TIMEOUT_S", d.idle_timeout_s, 2, 3600),
             max_call_s=e.float("MAX_CALL_S", d.max_call_s, 10, 4 * 3600),
             endpointing_ms=e.int("ENDPOINTING_MS", d.endpointing_ms, 0, 5000),
-            barge_in_min_speech_ms=e.int("BARGE_IN_MIN_SPEECH_MS", d.barge_in_min_speech_ms, 0, 5000),
+            unfinished_wait_ms=e.int("UNFINISHED_WAIT_MS", d.unfinished_wait_ms, 0, 10_000),
+            max_endpoint_ms=e.int("MAX_ENDPOINT_MS", d.max_endpoint_ms, 0, 10_000),
+            barge_in_min_speech_ms=e.int(
+                "BARGE_IN_MIN_SPEECH_MS", d.barge_in_min_speech_ms, 20, 5000
+            ),
+            barge_in_sure_ms=e.int("BARGE_IN_SURE_MS", d.barge_in_sure_ms, 100, 10_000),
+            barge_in_min_words=e.int("BARGE_IN_MIN_WORDS", d.barge_in_min_words, 1, 20),
             llm_filler_after_s=e.float("LLM_FILLER_AFTER_S", d.llm_filler_after_s, 0.1, 30),
             llm_giveup_after_s=e.float("LLM_GIVEUP_AFTER_S", d.llm_giveup_after_s, 0.5, 60),
         )
@@ -374,7 +387,9 @@ def _outbound_settings(e: _Env) -> OutboundSettings:
         ring_timeout_s=e.int("OUTBOUND_RING_TIMEOUT_S", d.ring_timeout_s, 5, 600),
         account_cps=account_cps,
         campaign_cps=e.float("CAMPAIGN_CPS", min(d.campaign_cps, account_cps), 0.01, 1000),
-        campaign_max_concurrent=e.int("CAMPAIGN_MAX_CONCURRENT", d.campaign_max_concurrent, 1, 10**4),
+        campaign_max_concurrent=e.int(
+            "CAMPAIGN_MAX_CONCURRENT", d.campaign_max_concurrent, 1, 10_000
+        ),
         campaign_max_attempts=e.int("CAMPAIGN_MAX_ATTEMPTS", d.campaign_max_attempts, 1, 20),
         campaign_retry_base_s=e.float("CAMPAIGN_RETRY_BASE_S", d.campaign_retry_base_s, 0, 86_400),
         campaign_hours=(start, end),

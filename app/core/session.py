@@ -134,6 +134,9 @@ class Session:
         self._ending: str | None = None  # reason, once the goodbye is under way
         self._end_at: float | None = None  # hard stop if the goodbye's mark never comes back
 
+        self._resume_at: float | None = None  # a paused agent carries on at this time
+        self._agent_text = ""  # what the agent was saying when it was paused
+        self._barge_transcripts: list[str] = []
         self._idle_at: float | None = None
         self._idle_prompted = False
         self._max_at: float | None = None
@@ -195,6 +198,7 @@ class Session:
         times = [
             t
             for t in (
+                self._resume_at,
                 self._endpoint_at,
                 self._dtmf_at,
                 self._filler_at,
@@ -258,22 +262,51 @@ class Session:
             if isinstance(ev, SpeechStart):
                 self._idle_at = None
                 self._endpoint_at = None  # they are still talking: keep the turn open
+                self._resume_at = None
             elif isinstance(ev, SpeechEnd):
                 self._speech_end_at = at
+                if self._playback.paused:
+                    # Short speech over agent speech: wait briefly for its words, then go on.
+                    self._resume_at = now + self.policy.barge_in_resume_wait_ms / 1000.0
                 self._arm_idle(now)
-        if vad.speaking and self.policy.should_barge_in(vad.speech_ms):
+        if not vad.speaking or vad.speech_ms < self.policy.barge_in_min_speech_ms:
+            return
+        if self._playback.paused:
+            if self.policy.is_interruption(vad.speech_ms, self._barge_words(), self._agent_text):
+                self._interrupt(now, out, barge_in=True)
+        else:
             self._caller_took_floor(now, out)
 
     def _caller_took_floor(self, now: float, out: list[Action]) -> None:
-        """The caller is talking for real. If the agent is talking, stop it (barge-in); if it
-        is still thinking about a turn nobody heard yet, the caller had not finished: take the
-        turn back and wait for the rest."""
+        """The caller is talking. If the agent is talking, pause it at once (the decision
+        whether this is a real interruption follows); if it is still thinking about a turn
+        nobody heard yet, the caller had not finished: take the turn back, wait for the rest."""
         if self._ending is not None or not self.agent_active:
             return
         if self._playback.audible(now):
-            self._interrupt(now, out, barge_in=True)
+            self._pause(now, out)
         elif self._turn > 0 and not self._played.get(self._turn):
             self._resume_caller_turn(now, out)
+
+    def _pause(self, now: float, out: list[Action]) -> None:
+        self._agent_text = self._playback.playing_text()
+        self._barge_transcripts = []
+        self._playback.pause(now)
+        self._resume_at = None
+        out.append(Clear())
+        out.append(Emit(CallEvent("barge_in_pause", now, {"turn": self._turn})))
+
+    def _barge_words(self) -> str | None:
+        return " ".join(self._barge_transcripts) or None
+
+    def _resume(self, now: float, out: list[Action]) -> None:
+        """It was a backchannel, a cough or our own echo: carry on where we stopped."""
+        self._resume_at = None
+        for _, chunks, mark in self._playback.resume(now):
+            out.extend(PlayAudio(c) for c in chunks)
+            if mark is not None:
+                out.append(PlayMark(mark))
+        out.append(Emit(CallEvent("barge_in_resumed", now, {"turn": self._turn})))
 
     def _resume_caller_turn(self, now: float, out: list[Action]) -> None:
         self._cancel_llm(out)
@@ -288,7 +321,9 @@ class Session:
         out.append(Emit(CallEvent("turn_resumed", now, {"turn": self._turn})))
 
     def _interrupt(self, now: float, out: list[Action], barge_in: bool) -> None:
-        out.append(Clear())
+        if not self._playback.paused:
+            out.append(Clear())
+        self._resume_at = None
         out.append(CancelSpeech())
         self._cancel_llm(out)
         heard_by_turn: dict[int, list[str]] = {}
@@ -320,16 +355,24 @@ class Session:
         match stt:
             case Transcript(text=text, is_final=True, speech_final=speech_final):
                 text = text.strip()
+                if text and self._over_agent(now) and self._ignorable(text):
+                    out.append(Emit(CallEvent("backchannel", now)))
+                    if self._playback.paused:
+                        self._resume(now, out)
+                    return
                 if text:
-                    if self._playback.audible(now) and self.policy.is_backchannel(text):
-                        out.append(Emit(CallEvent("backchannel", now)))
-                    else:
-                        self._pending_user.append(text)
-                        self._stt_final_at = now
+                    if self._playback.paused:
+                        self._interrupt(now, out, barge_in=True)
+                    self._pending_user.append(text)
+                    self._stt_final_at = now
                 if speech_final and self._pending_user:
                     self._arm_endpoint(now)
-            case Transcript():
-                pass  # interim: the VAD drives barge-in; interims refine it in the turn policy
+            case Transcript(text=text):  # interim
+                if self._playback.paused and text.strip():
+                    self._barge_transcripts = [text.strip()]
+                    speech_ms = self._vad.speech_ms if self._vad is not None else 0.0
+                    if self.policy.is_interruption(speech_ms, text, self._agent_text):
+                        self._interrupt(now, out, barge_in=True)
             case UtteranceEnd():
                 if self._pending_user and self._endpoint_at is None:
                     self._arm_endpoint(now)
@@ -339,6 +382,13 @@ class Session:
                 out.append(_provider_error("stt", reason, now))
                 if fatal:
                     self._say_goodbye("speech recognition failed", now, out, interrupt=True)
+
+    def _over_agent(self, now: float) -> bool:
+        return self._playback.paused or self._playback.audible(now)
+
+    def _ignorable(self, text: str) -> bool:
+        agent = self._agent_text if self._playback.paused else self._playback.playing_text()
+        return self.policy.is_backchannel(text) or self.policy.is_echo(text, agent)
 
     def _arm_endpoint(self, now: float) -> None:
         text = " ".join(self._pending_user)
@@ -466,7 +516,8 @@ class Session:
         if utt is None or not chunk.data:
             return  # cancelled by a barge-in: drop
         first = utt.first_sent_at is None
-        self._playback.sent(utt, chunk.duration_ms, now)
+        if not self._playback.audio(utt, chunk, now):
+            return  # paused by the caller: held until we resume or drop it
         out.append(PlayAudio(chunk))
         if not first:
             return
@@ -490,15 +541,15 @@ class Session:
             self._playback.drop(utt)
             self._maybe_end(now, out)
             return
-        out.append(PlayMark(self._playback.finish(utt)))
+        self._mark(utt, out)
 
     def _on_tts_failed(self, utt_id: int, reason: str, now: float, out: list[Action]) -> None:
         utt = self._playback.get(utt_id)
         out.append(_provider_error("tts", reason, now))
         if utt is None:
             return
-        if utt.first_sent_at is not None:  # part of it went out: let playback account for it
-            out.append(PlayMark(self._playback.finish(utt)))
+        if utt.audio_ms > 0:  # part of it arrived: let playback account for it
+            self._mark(utt, out)
         else:
             self._playback.drop(utt)
         if utt.cached:
@@ -509,11 +560,16 @@ class Session:
             self._cancel_llm(out)
             out.append(CancelSpeech())
             for partial in self._playback.cancel_unsent():
-                out.append(PlayMark(self._playback.finish(partial)))
+                self._mark(partial, out)
             self._speak(self.script.fallback, self._turn, out, cached=True)
             metrics = self._metrics.get(self._turn)
             if metrics is not None:
                 metrics.fallback = True
+
+    def _mark(self, utt: Utterance, out: list[Action]) -> None:
+        mark = self._playback.finish(utt)
+        if mark is not None:  # while paused, ``resume`` sends it
+            out.append(PlayMark(mark))
 
     def _on_mark(self, name: str, now: float, out: list[Action]) -> None:
         utt = self._playback.reached(name, now)
@@ -560,6 +616,10 @@ class Session:
             self._max_at = None
             self._say_goodbye("max call length", now, out, interrupt=True)
             return
+        if self._resume_at is not None and now >= self._resume_at:
+            if self._playback.paused:
+                self._resume(now, out)
+            self._resume_at = None
         if self._endpoint_at is not None and now >= self._endpoint_at:
             self._commit_user_turn(now, out)
         if self._dtmf_at is not None and now >= self._dtmf_at:

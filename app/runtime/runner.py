@@ -82,7 +82,11 @@ def script_from_settings(agent: AgentSettings) -> AgentScript:
         llm_giveup_after_s=agent.llm_giveup_after_s,
         policy=TurnPolicy(
             endpointing_ms=agent.endpointing_ms,
+            unfinished_wait_ms=agent.unfinished_wait_ms,
+            max_endpoint_ms=agent.max_endpoint_ms,
             barge_in_min_speech_ms=agent.barge_in_min_speech_ms,
+            barge_in_sure_ms=agent.barge_in_sure_ms,
+            barge_in_min_words=agent.barge_in_min_words,
         ),
     )
 

@@ -28,6 +28,7 @@ from app.core.events import (
 )
 from app.core.providers import ToolCall, Transcript, UtteranceEnd
 from app.core.records import CallEnded, CallEvent, TranscriptLine, TurnMetrics
+from app.core.turns import TurnPolicy
 
 from .harness import Harness, of
 
@@ -112,26 +113,39 @@ def test_turn_metrics_cover_every_stage() -> None:
     assert stages["total"] >= 250.0
 
 
-def test_barge_in_mid_sentence_clears_and_trims_history_to_what_was_heard() -> None:
-    h = Harness.create()
-    h.start()
+def reply(h: Harness, text: str, ms_first: int = 4000) -> tuple[StartLlm, list[Speak]]:
+    """A caller turn, then the model's reply; the first sentence's audio is sent at once."""
     start = take_turn(h, "can I book for tomorrow")
-    sentence = "Of course, I can book you in tomorrow morning at ten or in the afternoon at three."
-    out = h.send(LlmText(start.turn, sentence + " Which would you prefer?"))
+    out = h.send(LlmText(start.turn, text))
     out += h.send(LlmDone(start.turn))
     speaks = of(Speak, out)
+    h.synthesize(speaks[0], ms_first)
+    return start, speaks
+
+
+SENTENCE = "Of course, I can book you in tomorrow morning at ten or in the afternoon at three."
+
+
+def test_barge_in_mid_sentence_clears_at_once_and_trims_history_to_what_was_heard() -> None:
+    h = Harness.create()
+    h.start()
+    start, speaks = reply(h, SENTENCE + " Which would you prefer?")
     assert len(speaks) == 2
-    h.synthesize(speaks[0], 4000)  # 4 s of audio for the first sentence, sent at once
-    # the caller talks over the agent 1.4 s into the sentence (~35 % heard);
-    # the VAD needs 200 ms of speech to call it an interruption
     h.advance(1200)
-    out = h.caller(300)
-    assert of(Clear, out), "barge-in must clear the transport's buffer"
-    assert of(CancelSpeech, out)
+    # the caller talks over the agent 1.2 s into a 4 s sentence: the transport is cleared as
+    # soon as the VAD has 120 ms of speech (the agent pauses) ...
+    out = h.caller(200)
+    assert of(Clear, out) and not of(CancelSpeech, out)
+    assert events(h, "barge_in_pause")
+    # ... and speech that goes on is a real interruption: the reply is dropped
+    out = h.caller(700)
+    assert of(CancelSpeech, out) and CancelLlm(start.turn) not in out  # the model had finished
+    assert not of(Clear, out)  # already cleared
     (barge,) = events(h, "barge_in")
     heard = [r for r in records(h, TranscriptLine) if r.role == "agent" and r.interrupted]
     assert len(heard) == 1
-    assert sentence.startswith(heard[0].text) and 10 < len(heard[0].text) < len(sentence) / 2
+    # heard up to the pause (~1.3 s of 4 s): about a third of the sentence
+    assert SENTENCE.startswith(heard[0].text) and 15 < len(heard[0].text) < len(SENTENCE) / 2
     last = h.session.history[-1]
     assert last.role == "assistant" and last.interrupted and last.content == heard[0].text
     # Twilio echoes the cleared marks at once: they must not count as played
@@ -141,6 +155,57 @@ def test_barge_in_mid_sentence_clears_and_trims_history_to_what_was_heard() -> N
     # audio for the cancelled second sentence is dropped if it still arrives
     late = h.send(TtsAudio(speaks[1].utterance, of(PlayAudio, h.actions)[0].chunk))
     assert not of(PlayAudio, late)
+
+
+def test_interim_words_confirm_an_interruption_before_the_speech_is_long() -> None:
+    h = Harness.create()
+    h.start()
+    start, _ = reply(h, SENTENCE)
+    h.advance(1000)
+    h.caller(200)
+    out = h.send(SttUpdate(Transcript("wait, I said Friday", is_final=False)))
+    assert of(CancelSpeech, out) and events(h, "barge_in")
+
+
+def test_mm_hmm_pauses_then_resumes_where_it_stopped() -> None:
+    h = Harness.create()
+    h.start()
+    start, speaks = reply(h, SENTENCE)
+    h.advance(1000)
+    out = h.caller(400)  # "mm-hmm"
+    assert of(Clear, out)
+    h.caller(500, voiced=False)
+    out = h.send(final("Mm-hmm."))
+    assert not of(CancelSpeech, out) and not events(h, "barge_in")
+    resent = of(PlayAudio, out)
+    # the rest of the sentence goes out again, from about where it stopped (~1.1 s in)
+    assert 2500 < sum(a.chunk.duration_ms for a in resent) < 3000
+    assert of(PlayMark, out)[0].name == f"u{speaks[0].utterance}.2"
+    assert events(h, "barge_in_resumed")
+    assert not [m for m in h.session.history if m.interrupted]
+
+
+def test_a_cough_with_no_words_resumes_after_a_short_wait() -> None:
+    h = Harness.create()
+    h.start()
+    reply(h, SENTENCE)
+    h.advance(800)
+    assert of(Clear, h.caller(200))
+    out = h.caller(600, voiced=False)
+    out += h.advance(1000)
+    assert of(PlayAudio, out) and events(h, "barge_in_resumed")
+    assert not events(h, "barge_in")
+
+
+def test_the_agents_own_echo_does_not_interrupt_it() -> None:
+    h = Harness.create()
+    h.start()
+    reply(h, SENTENCE)
+    h.advance(800)
+    h.caller(300)
+    out = h.send(final("I can book you in tomorrow"))  # the speakerphone carried our words back
+    assert not events(h, "barge_in") and events(h, "barge_in_resumed")
+    assert of(PlayAudio, out)
 
 
 def test_short_noise_during_agent_speech_does_not_interrupt() -> None:
@@ -288,19 +353,37 @@ def test_utterance_end_closes_a_turn_the_recogniser_left_open() -> None:
     assert of(StartLlm, out)
 
 
-def test_endpointing_delay_is_honoured_and_more_speech_keeps_the_turn_open() -> None:
-    h = Harness.create()
-    h.session.policy = type(h.session.policy)(endpointing_ms=500)
+def test_a_complete_short_answer_is_replied_to_within_the_normal_endpointing_time() -> None:
+    h = Harness.create(policy=TurnPolicy(endpointing_ms=300))
     h.start()
-    h.send(final("my number is"))
-    assert not of(StartLlm, h.advance(300))
-    h.caller(300)  # more speech: the timer is cancelled
-    assert not of(StartLlm, h.advance(600))
+    h.caller(500)
+    h.caller(500, voiced=False)
+    h.send(final("Yes, tomorrow at ten works."))
+    assert not of(StartLlm, h.advance(250))
+    assert of(StartLlm, h.advance(60))
+
+
+def test_a_pause_while_reading_out_a_phone_number_does_not_end_the_turn() -> None:
+    h = Harness.create(policy=TurnPolicy(endpointing_ms=300))
+    h.start()
+    h.caller(1200)
+    h.caller(400, voiced=False)  # the recogniser closes the utterance here ...
+    h.send(final("My number is 555 123"))
+    assert not of(StartLlm, h.caller(1100, voiced=False))  # ... a 1.5 s pause in all
+    h.caller(900)
     h.caller(400, voiced=False)
-    h.send(final("five five five"))
-    out = h.advance(600)
+    out = h.send(final("4567."))
+    out += h.advance(350)
     (start,) = of(StartLlm, out)
-    assert start.request.messages[-1].content == "my number is five five five"
+    assert start.request.messages[-1].content == "My number is 555 123 4567."
+
+
+def test_an_unfinished_turn_still_ends_at_the_upper_bound() -> None:
+    h = Harness.create(policy=TurnPolicy(unfinished_wait_ms=2000, max_endpoint_ms=2500))
+    h.start()
+    h.send(final("I'd like to book and"))
+    assert not of(StartLlm, h.advance(1900))
+    assert of(StartLlm, h.advance(200))
 
 
 def test_shutdown_interrupts_and_says_goodbye() -> None:

@@ -27,10 +27,16 @@ def split_stream(pieces: list[str]) -> list[str]:
         (["See Dr. Lee at 10.30 tomorrow. Ok?"], ["See Dr. Lee at 10.30 tomorrow.", "Ok?"]),
         (["It is at 10 a.m. tomorrow. Fine?"], ["It is at 10 a.m. tomorrow.", "Fine?"]),
         (["Great! ", "Booked."], ["Great!", "Booked."]),
-        (["We have slots on Monday, Tuesday, Wednesday, Thursday and Friday, mornings, "
-          "afternoons and some evenings as well"],
-         ["We have slots on Monday, Tuesday, Wednesday, Thursday and Friday, mornings,",
-          "afternoons and some evenings as well"]),
+        (
+            [
+                "We have slots on Monday, Tuesday, Wednesday, Thursday and Friday, mornings, "
+                "afternoons and some evenings as well"
+            ],
+            [
+                "We have slots on Monday, Tuesday, Wednesday, Thursday and Friday, mornings,",
+                "afternoons and some evenings as well",
+            ],
+        ),
     ],
 )
 def test_sentence_splitter(pieces: list[str], expected: list[str]) -> None:
@@ -78,18 +84,26 @@ def test_playback_estimates_play_position_across_utterances() -> None:
     a, b = Utterance(1, 1, "first sentence here"), Utterance(2, 1, "second sentence here")
     pb.add(a)
     pb.add(b)
-    pb.sent(a, 1000, now=0.0)
+    second = AudioChunk(bytes(8000), MULAW_8K)  # 1 s of µ-law
+    assert pb.audio(a, AudioChunk(bytes(8000), MULAW_8K), now=0.0)
     mark_a = pb.finish(a)
-    pb.sent(b, 1000, now=0.1)  # queued behind a: starts playing at 1.0
+    assert pb.audio(b, second, now=0.1)  # queued behind a: starts playing at 1.0
     pb.finish(b)
     assert b.play_start == pytest.approx(1.0)
     assert pb.audible(0.5)
     # the echo of a's mark comes late (network): b cannot have started before it
     assert pb.reached(mark_a, 1.2) is a
     assert b.play_start == pytest.approx(1.2)
-    cut = pb.clear(1.95)  # three quarters of b heard
-    assert cut == [(b, "second sentence")]
+    pb.pause(1.95)  # the caller starts talking: three quarters of b heard
+    assert not pb.audible(1.96)
     assert pb.reached("u2", 1.95) is None  # the clear's echo is not "played"
+    # resume sends the last quarter again, with a new mark
+    ((utt, rest, mark),) = pb.resume(2.5)
+    assert utt is b and mark == "u2.2"
+    assert sum(len(c) for c in rest) == 2000
+    assert pb.audible(2.6)
+    cut = pb.clear(2.6)  # then a real interruption: 0.1 s more was heard
+    assert cut == [(b, "second sentence")]
     assert not pb.pending
 
 
