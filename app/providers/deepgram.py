@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 import warnings
 from collections.abc import AsyncIterator
@@ -50,6 +51,9 @@ from app.core.providers import (
 from app.logs import event, get_logger, register_secret
 
 log = get_logger(__name__)
+# At DEBUG the SDK and websockets log frames (transcripts, auth headers): keep them quiet.
+for _name in ("deepgram", "websockets"):
+    logging.getLogger(_name).setLevel(logging.WARNING)
 
 DEFAULT_WS_BASE = "wss://api.deepgram.com"
 
