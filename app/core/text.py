@@ -17,7 +17,7 @@ _ABBREV = re.compile(r"\b(?:Mr|Mrs|Ms|Dr|St|Jr|Sr|vs|etc|e\.g|i\.e|a\.m|p\.m|No)
 
 
 class SentenceSplitter:
-    def __init__(self, min_chars: int = 12, soft_split_chars: int = 90) -> None:
+    def __init__(self, min_chars: int = 4, soft_split_chars: int = 90) -> None:
         self.min_chars = min_chars
         self.soft_split_chars = soft_split_chars
         self._buf = ""
