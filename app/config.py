@@ -7,6 +7,7 @@ that names the variable; secrets are never echoed back.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
@@ -193,6 +194,8 @@ class OpsSettings:
     drain_grace_s: float = 15.0
     # how often call records without a live session are closed as interrupted
     zombie_sweep_interval_s: float = 60.0
+    # over capacity or draining, callers are sent here (E.164) instead of being hung up on
+    overflow_number: str | None = None
 
 
 def _ops_settings(e: _Env) -> OpsSettings:
@@ -203,7 +206,15 @@ def _ops_settings(e: _Env) -> OpsSettings:
         sentry_environment=e.str("SENTRY_ENVIRONMENT", "production"),
         drain_grace_s=e.float("DRAIN_GRACE_S", 15.0, 0, 300),
         zombie_sweep_interval_s=e.float("ZOMBIE_SWEEP_INTERVAL_S", 60.0, 1, 86_400),
+        overflow_number=_e164_or_none(e, "OVERFLOW_NUMBER"),
     )
+
+
+def _e164_or_none(e: _Env, key: str) -> str | None:
+    value = e.opt(key)
+    if value is not None and not re.fullmatch(r"\+[1-9]\d{6,14}", value):
+        raise ConfigError(f"{key} must be an E.164 number like +14155550123")
+    return value
 
 
 @dataclass(frozen=True, slots=True)
