@@ -138,7 +138,7 @@ async def test_long_speech_is_cut_at_the_cap_and_goes_on(whisper_stt: WhisperStt
 async def test_quiet_speech_is_ignored(whisper_stt: WhisperStt) -> None:
     # Speech far below a phone line's level: the VAD hears it, the level gate drops it, and no
     # SpeechStarted goes out (it would interrupt the agent).
-    quiet = (np.frombuffer(render("Hello there, how are you?", CANONICAL), np.int16) * 0.004)
+    quiet = np.frombuffer(render("Hello there, how are you?", CANONICAL), np.int16) * 0.004
     stream = WhisperStream(whisper_stt.engine, CALL)
     await stream.send(AudioChunk(bytes(16_000), CANONICAL))
     pcm = quiet.astype(np.int16).tobytes() + bytes(32_000)
