@@ -1,0 +1,1 @@
+"""Outbound calls: number checks, the Twilio REST dialler, status and AMD callbacks."""

@@ -1,0 +1,72 @@
+"""The storage layer: call records and campaigns, SQLite by default, PostgreSQL by URL.
+
+``Store`` bundles the pieces; ``start(ctx)``/``stop(ctx)`` open it with the server and put it in
+``ctx.extras["store"]`` with the call-record observer in ``ctx.extras["call_records"]``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from app.store.calls import CallStore, OutboundContext
+from app.store.campaigns import CampaignStore
+from app.store.db import DEFAULT_SQLITE_PATH, Database, StoreError
+from app.store.observer import CallRecordObserver
+
+__all__ = [
+    "CallRecordObserver",
+    "OutboundContext",
+    "Store",
+    "StoreError",
+    "start",
+    "stop",
+]
+
+
+class Store:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self.calls = CallStore(db)
+        self.campaigns = CampaignStore(db)
+
+    @classmethod
+    async def open(
+        cls, database_url: str | None, *, sqlite_path: Path = DEFAULT_SQLITE_PATH
+    ) -> Store:
+        db = Database(database_url, sqlite_path=sqlite_path)
+        try:
+            await db.create()
+        except BaseException:
+            await db.close()
+            raise
+        return cls(db)
+
+    async def call_context(self, call_sid: str) -> OutboundContext | None:
+        """For the answer webhook: prompt variables of an outbound call we placed, or None."""
+        return await self.calls.call_context(call_sid)
+
+    async def close(self) -> None:
+        await self.db.close()
+
+
+async def start(ctx: Any) -> Store:
+    """Open the store and register the call-record observer on the app context."""
+    store = await Store.open(ctx.settings.store.database_url)
+    observer = CallRecordObserver(store.db)
+    observer.start()
+    ctx.observers.append(observer)
+    ctx.extras["store"] = store
+    ctx.extras["call_records"] = observer
+    return store
+
+
+async def stop(ctx: Any) -> None:
+    observer = ctx.extras.pop("call_records", None)
+    if observer is not None:
+        await observer.aclose()
+        if observer in ctx.observers:
+            ctx.observers.remove(observer)
+    store = ctx.extras.pop("store", None)
+    if store is not None:
+        await store.close()
