@@ -199,7 +199,8 @@ class MediaStream:
             self.start = start
             self.state = State.STREAMING
             self._media_prefix = (
-                '{"event":"media","streamSid":' + json.dumps(start.stream_sid)
+                '{"event":"media","streamSid":'
+                + json.dumps(start.stream_sid)
                 + ',"media":{"payload":"'
             )
             return start
@@ -307,9 +308,7 @@ class MediaStream:
         seq = _int_str(msg, "sequenceNumber", name)
         assert seq is not None
         if seq <= self.last_sequence:
-            raise ProtocolError(
-                f"{name}: sequenceNumber {seq} not after {self.last_sequence}"
-            )
+            raise ProtocolError(f"{name}: sequenceNumber {seq} not after {self.last_sequence}")
         self.last_sequence = seq
         return seq
 

@@ -173,10 +173,14 @@ def test_deeply_nested_json_within_size_is_rejected_cleanly() -> None:
 @pytest.mark.parametrize(
     ("over", "reason"),
     [
-        ({"mediaFormat": {"encoding": "audio/l16", "sampleRate": 16000, "channels": 1}},
-         "unsupported media format audio/l16/16000/1"),
-        ({"mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": "8000", "channels": 1}},
-         "missing integer 'sampleRate'"),
+        (
+            {"mediaFormat": {"encoding": "audio/l16", "sampleRate": 16000, "channels": 1}},
+            "unsupported media format audio/l16/16000/1",
+        ),
+        (
+            {"mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": "8000", "channels": 1}},
+            "missing integer 'sampleRate'",
+        ),
         ({"callSid": "CA123"}, "callSid is not a Twilio SID"),
         ({"streamSid": None}, "missing string 'streamSid'"),
         ({"accountSid": 7}, "missing string 'accountSid'"),
@@ -216,8 +220,10 @@ def test_start_top_level_stream_sid_must_agree() -> None:
         (media(2).replace('"timestamp": "5"', '"timestamp": "5ms"'), "'timestamp' must be"),
         (media(2).replace('"payload": "', '"payload": "!!'), "payload is not valid base64"),
         (media(2).replace('"payload": "', '"payload": "A'), "payload is not valid base64"),
-        (json.dumps({"event": "media", "sequenceNumber": "2", "streamSid": STREAM}),
-         "missing object 'media'"),
+        (
+            json.dumps({"event": "media", "sequenceNumber": "2", "streamSid": STREAM}),
+            "missing object 'media'",
+        ),
         (dtmf(2, "x"), "invalid digit 'x'"),
         (dtmf(2, ""), "invalid digit ''"),
         (mark(2, "n" * 300), "name longer than 256"),

@@ -60,14 +60,28 @@ def test_public_url_falls_back_to_request() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "expected"),
     [
-        ({"public_base": "https://a.example", "scheme": "ws", "host": "x"},
-         "wss://a.example/twilio/media"),
-        ({"public_base": None, "scheme": "ws", "host": "x:1", "forwarded_proto": "https"},
-         "wss://x:1/twilio/media"),
-        ({"public_base": None, "scheme": "ws", "host": "x:1", "forwarded_proto": "wss",
-          "forwarded_host": "y.example"}, "wss://y.example/twilio/media"),
-        ({"public_base": None, "scheme": "ws", "host": "127.0.0.1:9"},
-         "ws://127.0.0.1:9/twilio/media"),
+        (
+            {"public_base": "https://a.example", "scheme": "ws", "host": "x"},
+            "wss://a.example/twilio/media",
+        ),
+        (
+            {"public_base": None, "scheme": "ws", "host": "x:1", "forwarded_proto": "https"},
+            "wss://x:1/twilio/media",
+        ),
+        (
+            {
+                "public_base": None,
+                "scheme": "ws",
+                "host": "x:1",
+                "forwarded_proto": "wss",
+                "forwarded_host": "y.example",
+            },
+            "wss://y.example/twilio/media",
+        ),
+        (
+            {"public_base": None, "scheme": "ws", "host": "127.0.0.1:9"},
+            "ws://127.0.0.1:9/twilio/media",
+        ),
     ],
 )
 def test_websocket_url_is_the_twiml_url_without_query(kwargs: dict, expected: str) -> None:

@@ -1,0 +1,410 @@
+"""Twilio transport: the voice webhook and the Media Streams WebSocket.
+
+``POST /twilio/voice`` checks Twilio's signature, admits the call and answers TwiML that opens
+a bidirectional stream carrying a short-lived token bound to the CallSid. ``WS /twilio/media``
+checks the upgrade's signature, runs ``telephony.media_stream`` over the socket, verifies the
+token on ``start``, then runs the call's ``CallRunner`` in a task it owns and feeds it.
+``TwilioSink`` is the runner's way back: audio, marks, clear and hang-up as text frames.
+
+Without ``TWILIO_AUTH_TOKEN`` nothing can be verified, so both routes serve direct loopback
+peers only (local tests and the simulator) and answer everyone else 403.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import time
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import parse_qsl
+
+from starlette.requests import HTTPConnection, Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route, WebSocketRoute
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from app.core.audio import MULAW_8K, AudioChunk, AudioFormat
+from app.core.providers import CallInfo
+from app.logs import call_id_var, event, get_logger, mask_phone, register_secret
+from app.runtime.context import AppContext
+from telephony.media_stream import (
+    Dtmf,
+    Mark,
+    Media,
+    MediaStream,
+    ProtocolError,
+    Start,
+    State,
+    Stop,
+)
+from telephony.security import SignatureChecker, StreamTokens, TokenCheck, is_loopback, public_url
+from telephony.security import stream_url as ws_url_for
+from twiml.voice import connect_stream, reject_busy
+
+log = get_logger(__name__)
+
+VOICE_PATH = "/twilio/voice"
+MEDIA_PATH = "/twilio/media"
+MAX_WEBHOOK_BYTES = 64 * 1024  # Twilio's voice webhook is a few hundred bytes of form fields
+START_TIMEOUT_S = 10.0  # Twilio sends connected+start at once; a silent socket is not Twilio
+FINISH_GRACE_S = 5.0  # after the stream ends, time the runner gets to write its records
+# An answered call holds its slot until its stream starts (Twilio connects within a second or
+# two), so a burst of webhooks cannot admit more calls than the limit.
+RESERVATION_S = 30.0
+BUSY_MESSAGE = "Sorry, all of our lines are busy right now. Please call again in a few minutes."
+_CALL_SID = re.compile(r"^CA[0-9a-fA-F]{32}$")
+# Close codes: 1000 normal (Twilio then runs the next TwiML verb), 1002 protocol, 1008 policy.
+CLOSE_NORMAL, CLOSE_PROTOCOL, CLOSE_POLICY, CLOSE_INTERNAL = 1000, 1002, 1008, 1011
+
+
+class TwilioSink:
+    """``AudioSink`` over one Media Streams socket. Safe to use after the socket is gone:
+    frames for a closed or stopped stream are dropped (the caller already hung up)."""
+
+    format: AudioFormat = MULAW_8K
+
+    def __init__(self, websocket: WebSocket, stream: MediaStream) -> None:
+        self._ws = websocket
+        self._stream = stream
+        self._lock = asyncio.Lock()  # frames from the runner and a close from the reader
+        self.closed = False
+        self.close_reason: str | None = None
+        self.frames_sent = 0
+
+    async def send_audio(self, chunk: AudioChunk) -> None:
+        if chunk.format != MULAW_8K:
+            raise ValueError(f"Twilio plays {MULAW_8K} only, got {chunk.format}")
+        if chunk.data:
+            await self._send(lambda: list(self._stream.media_frames(chunk.data)))
+
+    async def send_mark(self, name: str) -> None:
+        await self._send(lambda: [self._stream.mark_frame(name)])
+
+    async def clear(self) -> None:
+        await self._send(lambda: [self._stream.clear_frame()])
+
+    async def hangup(self, reason: str) -> None:
+        """Close the socket; Twilio then runs the verb after ``<Connect>`` (``<Hangup/>``)."""
+        await self.close(CLOSE_NORMAL, reason)
+
+    async def close(self, code: int, reason: str) -> None:
+        async with self._lock:
+            if self.closed:
+                return
+            self.closed = True
+            self.close_reason = reason
+            with contextlib.suppress(WebSocketDisconnect, OSError, RuntimeError):
+                # The reason goes to the peer: keep it short and free of call data.
+                await self._ws.close(code=code, reason=reason[:120])
+
+    def mark_gone(self) -> None:
+        """The peer disconnected: later frames are dropped silently."""
+        self.closed = True
+
+    async def _send(self, build: Callable[[], list[str]]) -> None:
+        async with self._lock:
+            if self.closed or self._stream.state is not State.STREAMING:
+                return
+            frames = build()
+            try:
+                for frame in frames:
+                    await self._ws.send_text(frame)
+                    self.frames_sent += 1
+            except (WebSocketDisconnect, OSError, RuntimeError):
+                self.closed = True  # the reader sees the disconnect and ends the call
+
+
+class TwilioEdge:
+    """Both Twilio routes, sharing the signature checker and the stream-token key."""
+
+    def __init__(self, ctx: AppContext, now: Callable[[], float] = time.time) -> None:
+        self.ctx = ctx
+        auth_token = ctx.settings.twilio.auth_token
+        register_secret(auth_token)
+        self.checker = SignatureChecker(auth_token) if auth_token else None
+        # Wall-clock time: tokens are checked by whichever instance receives the stream.
+        self.tokens = StreamTokens.from_auth_token(
+            auth_token, ctx.settings.twilio.stream_token_ttl_s
+        )
+        self.now = now
+        self._reserved: dict[str, float] = {}  # CallSid -> when its reservation lapses
+
+    def routes(self) -> list[BaseRoute]:
+        return [
+            Route(VOICE_PATH, self.voice, methods=["POST"]),
+            WebSocketRoute(MEDIA_PATH, self.media),
+        ]
+
+    # ------------------------------------------------------------ webhook
+
+    def _url(self, conn: HTTPConnection, websocket: bool = False) -> str:
+        headers = conn.headers
+        return public_url(
+            conn.url.path,
+            conn.url.query,
+            public_base=self.ctx.settings.server.public_url,
+            scheme=conn.url.scheme,
+            host=headers.get("host") or conn.url.netloc,
+            forwarded_proto=headers.get("x-forwarded-proto"),
+            forwarded_host=headers.get("x-forwarded-host"),
+            websocket=websocket,
+        )
+
+    def _refusal(self, conn: HTTPConnection, url: str, params: list[tuple[str, str]] | None) -> str:
+        """Why this request may not proceed, or "" when it may."""
+        if self.checker is None:
+            client = conn.client.host if conn.client else None
+            return "" if is_loopback(client, conn.headers) else "no auth token: loopback only"
+        signature = conn.headers.get("x-twilio-signature")
+        if not signature:
+            return "missing signature"
+        if params is None:
+            ok = self.checker.websocket(url, signature)
+        else:
+            settings = conn.headers.get("x-twilio-webhooks-signature-settings")
+            ok = self.checker.webhook(url, params, signature, settings)
+        return "" if ok else "invalid signature"
+
+    async def voice(self, request: Request) -> Response:
+        body = await _read_body(request, MAX_WEBHOOK_BYTES)
+        if body is None:
+            event(log, "twilio_webhook_rejected", logging.WARNING, reason="body too large")
+            return Response(status_code=413)
+        try:
+            params = parse_qsl(body.decode("utf-8"), keep_blank_values=True)
+        except (UnicodeDecodeError, ValueError):
+            event(log, "twilio_webhook_rejected", logging.WARNING, reason="undecodable body")
+            return Response(status_code=400)
+        fields = dict(params)
+        call_sid = fields.get("CallSid", "")
+        # The CallSid names the log lines even when the request is refused: it is what
+        # Twilio's debugger shows for a call that got a 403 (e.g. a wrong PUBLIC_URL).
+        token = call_id_var.set(call_sid if _CALL_SID.match(call_sid) else None)
+        try:
+            url = self._url(request)
+            refusal = self._refusal(request, url, params)
+            if refusal:
+                event(log, "twilio_webhook_rejected", logging.WARNING, reason=refusal, url=url)
+                return Response(status_code=403)
+            if not _CALL_SID.match(call_sid):
+                event(log, "twilio_webhook_rejected", logging.WARNING, reason="bad CallSid")
+                return Response(status_code=400)
+            direction, from_, to = fields.get("Direction"), fields.get("From"), fields.get("To")
+            return self._answer(_call_info(call_sid, direction, from_, to), url)
+        finally:
+            call_id_var.reset(token)
+
+    def _answer(self, call: CallInfo, url: str) -> Response:
+        caller, callee = mask_phone(call.from_number), mask_phone(call.to_number)
+        if not self._admit(call.call_id):
+            event(
+                log,
+                "twilio_call_busy",
+                logging.WARNING,
+                live_calls=len(self.ctx.calls),
+                draining=self.ctx.calls.draining,
+                caller=caller,
+                callee=callee,
+            )
+            return _xml(reject_busy(BUSY_MESSAGE))
+        parameters = {
+            "token": self.tokens.issue(call.call_id, self.now()),
+            "direction": call.direction,
+            # Echoed back in start.customParameters, so any instance can rebuild the CallInfo.
+            "from": call.from_number or "",
+            "to": call.to_number or "",
+        }
+        event(log, "twilio_call_answered", direction=call.direction, caller=caller, callee=callee)
+        return _xml(connect_stream(ws_url_for(url, MEDIA_PATH), parameters))
+
+    def _admit(self, call_sid: str) -> bool:
+        now = self.now()
+        self._reserved = {sid: t for sid, t in self._reserved.items() if t > now}
+        if call_sid in self._reserved:
+            return True  # Twilio retried the same webhook
+        calls = self.ctx.calls
+        if not calls.can_admit() or len(calls) + len(self._reserved) >= calls.max_calls:
+            return False
+        ttl = self.ctx.settings.twilio.stream_token_ttl_s
+        self._reserved[call_sid] = now + min(float(ttl), RESERVATION_S)
+        return True
+
+    def release(self, call_sid: str) -> None:
+        """The call's stream started (it is now in the registry) or was refused."""
+        self._reserved.pop(call_sid, None)
+
+    # ------------------------------------------------------------ media stream
+
+    async def media(self, websocket: WebSocket) -> None:
+        refusal = self._refusal(websocket, self._url(websocket, websocket=True), None)
+        if refusal:
+            event(log, "twilio_stream_refused", logging.WARNING, reason=refusal)
+            await websocket.close(code=CLOSE_POLICY)  # before accept: an HTTP 403
+            return
+        await websocket.accept()
+        await _StreamSession(self, websocket).run()
+
+
+class _StreamSession:
+    """One accepted Media Streams socket: read frames, feed the runner, own its task."""
+
+    def __init__(self, edge: TwilioEdge, websocket: WebSocket) -> None:
+        self.edge = edge
+        self.ctx = edge.ctx
+        self.ws = websocket
+        self.stream = MediaStream()
+        self.sink = TwilioSink(websocket, self.stream)
+        self.runner: Any = None
+        self.task: asyncio.Task[None] | None = None
+        self.media_in = 0
+        self.bytes_in = 0
+
+    async def run(self) -> None:
+        reason = "stream closed"
+        call_token = None
+        try:
+            while True:
+                timeout = START_TIMEOUT_S if self.runner is None else None
+                try:
+                    message = await asyncio.wait_for(self.ws.receive(), timeout)
+                except TimeoutError:
+                    raise ProtocolError(f"no start within {START_TIMEOUT_S:.0f} s") from None
+                if message["type"] == "websocket.disconnect":
+                    self.sink.mark_gone()
+                    reason = "stream closed" if self.sink.close_reason is None else "call ended"
+                    break
+                if message.get("text") is not None:
+                    ev = self.stream.receive(message["text"])
+                else:
+                    ev = self.stream.receive_bytes(message.get("bytes") or b"")
+                if isinstance(ev, Start):
+                    call_token = call_id_var.set(ev.call_sid)
+                    if not await self._start(ev):
+                        reason = "refused"
+                        break
+                elif isinstance(ev, Media):
+                    self.media_in += 1
+                    self.bytes_in += len(ev.payload)
+                    if ev.payload and not self.runner.ended:
+                        await self.runner.caller_audio(AudioChunk(ev.payload, MULAW_8K))
+                elif isinstance(ev, Dtmf):
+                    self.runner.dtmf(ev.digit)
+                elif isinstance(ev, Mark):
+                    self.runner.mark_reached(ev.name)
+                elif isinstance(ev, Stop):
+                    reason = "caller hung up"
+                    break
+        except ProtocolError as exc:
+            reason = "protocol error"
+            event(
+                log,
+                "twilio_stream_protocol_error",
+                logging.WARNING,
+                error=str(exc),
+                state=self.stream.state.value,
+            )
+            await self.sink.close(CLOSE_PROTOCOL, "protocol error")
+        except Exception:
+            reason = "internal error"
+            log.error("twilio_stream_failed", exc_info=True)
+            await self.sink.close(CLOSE_INTERNAL, "internal error")
+        finally:
+            try:
+                await self._finish(reason)
+            finally:
+                if call_token is not None:
+                    call_id_var.reset(call_token)
+
+    async def _start(self, start: Start) -> bool:
+        params = start.custom_parameters
+        check = self.edge.tokens.verify(params.get("token"), start.call_sid, self.edge.now())
+        refusal = "" if check is TokenCheck.OK else f"token {check.value}"
+        if not refusal and self.ctx.calls.get(start.call_sid) is not None:
+            refusal = "call already has a stream"  # a replayed start for a live call
+        if refusal:
+            event(log, "twilio_stream_refused", logging.WARNING, reason=refusal)
+            await self.sink.close(CLOSE_POLICY, "stream refused")
+            return False
+        call = _call_info(
+            start.call_sid, params.get("direction"), params.get("from"), params.get("to")
+        )
+        self.runner = self.ctx.new_runner(call, self.sink)
+        event(log, "twilio_stream_started", stream_sid=start.stream_sid, tracks=list(start.tracks))
+        self.task = asyncio.create_task(self._run_call(call), name=f"call-{call.call_id}")
+        return True
+
+    async def _run_call(self, call: CallInfo) -> None:
+        try:
+            # Same step as run_call's registration: the slot moves from reserved to live.
+            self.edge.release(call.call_id)
+            await self.ctx.run_call(call, self.sink, self.runner)
+        finally:
+            # However the call ended, end the stream too, so Twilio moves on to <Hangup/>.
+            await self.sink.hangup("call ended")
+
+    async def _finish(self, reason: str) -> None:
+        task = self.task
+        if task is not None:
+            try:
+                if not task.done():
+                    self.runner.remote_hangup(reason)
+                    await asyncio.wait({task}, timeout=FINISH_GRACE_S)
+            finally:
+                if not task.done():
+                    event(log, "twilio_call_cancelled", logging.WARNING, grace_s=FINISH_GRACE_S)
+                    task.cancel()
+                (outcome,) = await asyncio.gather(task, return_exceptions=True)
+            if isinstance(outcome, Exception):
+                log.error("twilio_call_failed", exc_info=outcome)
+        await self.sink.close(CLOSE_NORMAL, "stream ended")
+        event(
+            log,
+            "twilio_stream_ended",
+            reason=reason,
+            media_frames_in=self.media_in,
+            audio_bytes_in=self.bytes_in,
+            frames_out=self.sink.frames_sent,
+        )
+
+
+def routes(ctx: AppContext) -> list[BaseRoute]:
+    if not ctx.settings.twilio.auth_token:
+        event(
+            log,
+            "twilio_signatures_disabled",
+            logging.WARNING,
+            detail="TWILIO_AUTH_TOKEN is not set: Twilio routes answer loopback peers only",
+        )
+    return TwilioEdge(ctx).routes()
+
+
+def _call_info(call_sid: str, direction: str | None, from_: str | None, to: str | None) -> CallInfo:
+    # Twilio says inbound, outbound-api or outbound-dial.
+    outbound = (direction or "").startswith("outbound")
+    return CallInfo(
+        call_id=call_sid,
+        transport="twilio",
+        direction="outbound" if outbound else "inbound",
+        from_number=from_ or None,
+        to_number=to or None,
+    )
+
+
+def _xml(document: str) -> Response:
+    return Response(document, media_type="application/xml")
+
+
+async def _read_body(request: Request, limit: int) -> bytes | None:
+    """The request body, or None when it exceeds ``limit`` bytes (read no further)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        return None
+    body = bytearray()
+    async for part in request.stream():
+        body += part
+        if len(body) > limit:
+            return None
+    return bytes(body)
