@@ -205,3 +205,12 @@ async def test_too_short_a_sound_ends_the_utterance_without_words(whisper_stt: W
         await stream.send(AudioChunk(pcm, CANONICAL))
     await stream.aclose()
     assert [e async for e in stream.events()] == [SpeechStarted(), UtteranceEnd()]
+
+
+async def test_audio_between_utterances_is_not_kept() -> None:
+    # A long call must not grow the stream's buffer: only the pre-roll window is kept.
+    engine = WhisperEngine("unused-model-path", threads=1, max_pending=0)
+    stream = WhisperStream(engine, CALL)
+    await feed(stream, silence(20_000))
+    assert CANONICAL.duration_ms(len(stream._buf)) <= 2000
+    await stream.aclose()
