@@ -67,9 +67,11 @@ def _deepgram(settings: Settings) -> Any:
 
 
 def _anthropic(settings: Settings) -> Any:
-    from app.providers.anthropic import create  # type: ignore[import-not-found]
+    from app.providers.anthropic import ClaudeLlm
 
-    return create(settings)
+    cloud = settings.providers.cloud
+    assert cloud.anthropic_api_key is not None  # checked by build_one
+    return ClaudeLlm(cloud.anthropic_api_key, cloud.anthropic_model, cloud.anthropic_base_url)
 
 
 def _elevenlabs(settings: Settings) -> Any:

@@ -139,6 +139,17 @@ def test_deepgram_is_built_from_its_settings() -> None:
     assert p.stt.options.model == "nova-2"
 
 
+def test_anthropic_is_built_from_its_settings() -> None:
+    s = settings(
+        ANTHROPIC_API_KEY="sk-ant-123456",
+        ANTHROPIC_MODEL="claude-sonnet-4-5",
+        ANTHROPIC_BASE_URL="http://127.0.0.1:9",
+    )
+    p = build_providers(s)
+    assert p.llm.name == "anthropic"
+    assert p.llm.model == "claude-sonnet-4-5"
+
+
 async def test_warm_loads_local_providers(whisper_stt: WhisperStt) -> None:
     p = build_providers(settings())
     assert p.stt.engine is whisper_stt.engine  # one model per process
