@@ -92,9 +92,10 @@ def script_from_settings(agent: AgentSettings) -> AgentScript:
 
 
 class Mailbox:
-    """The session's inbox. Data events (audio, transcripts, model text, synthesised audio)
-    are bounded and ``put`` waits when full; control events (marks, digits, hang-up, provider
-    outcomes) jump the queue and are never dropped — there are only a few per utterance.
+    """The session's inbox. Events from providers (caller audio, transcripts, model text and
+    its end, synthesised audio and its end) keep their order, are bounded, and ``put`` waits
+    when full. Control events from the transport or the server (marks, digits, hang-up,
+    shutdown) jump the queue and are never dropped — there are only a few per utterance.
     One future per wait, so an idle call costs nothing between frames."""
 
     def __init__(self, maxsize: int) -> None:
@@ -296,7 +297,7 @@ class CallRunner:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            self._post(SttUpdate(SttFailure(type(exc).__name__, fatal=True)))
+            await self._mailbox.put(SttUpdate(SttFailure(type(exc).__name__, fatal=True)))
 
     def _start_llm(self, turn: int, request: LlmRequest) -> None:
         if self._llm is not None:
@@ -318,9 +319,9 @@ class CallRunner:
             raise
         except Exception as exc:
             event(log, "llm_failed", provider=self.providers.llm.name, error=type(exc).__name__)
-            self._post(LlmFailed(turn, type(exc).__name__))
+            await self._mailbox.put(LlmFailed(turn, type(exc).__name__))
             return
-        self._post(LlmDone(turn, usage))
+        await self._mailbox.put(LlmDone(turn, usage))
 
     def _queue_speech(self, speak: Speak) -> None:
         try:
@@ -344,7 +345,7 @@ class CallRunner:
             if cached is not None:
                 for chunk in cached:
                     await self._mailbox.put(TtsAudio(speak.utterance, chunk))
-                self._post(TtsDone(speak.utterance))
+                await self._mailbox.put(TtsDone(speak.utterance))
                 continue
             try:
                 await self._synthesize(speak)
@@ -352,9 +353,9 @@ class CallRunner:
                 raise
             except Exception as exc:
                 event(log, "tts_failed", provider=self.providers.tts.name, error=type(exc).__name__)
-                self._post(TtsFailed(speak.utterance, type(exc).__name__))
+                await self._mailbox.put(TtsFailed(speak.utterance, type(exc).__name__))
                 continue
-            self._post(TtsDone(speak.utterance))
+            await self._mailbox.put(TtsDone(speak.utterance))
 
     async def _synthesize(self, speak: Speak) -> None:
         convert = Converter(self._tts_format, self.sink.format)
