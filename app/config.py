@@ -10,6 +10,7 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import urlsplit
 
 
@@ -227,6 +228,7 @@ class Settings:
     ops: OpsSettings = field(default_factory=OpsSettings)
     store: StoreSettings = field(default_factory=lambda: StoreSettings())
     outbound: OutboundSettings = field(default_factory=lambda: OutboundSettings())
+    callcentre: CallCentreSettings = field(default_factory=lambda: CallCentreSettings())
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -302,6 +304,7 @@ class Settings:
             server=server, twilio=twilio, providers=providers, agent=agent, webrtc=webrtc,
             ops=_ops_settings(e),
             store=_store_settings(e), outbound=_outbound_settings(e),
+            callcentre=_callcentre_settings(e),
         )
 
 
@@ -364,6 +367,36 @@ class OutboundSettings:
     campaign_retry_base_s: float = 900.0
     campaign_hours: tuple[str, str] = ("09:00", "20:00")  # callee's local time
     campaign_dialer: bool = True  # this server dials running campaigns
+
+
+@dataclass(frozen=True, slots=True)
+class CallCentreSettings:
+    agents_file: str | None = None  # versioned TOML of agent profiles (see agents.toml)
+    agents: Any = None  # app.agents.config.AgentBook, validated at start-up
+    post_call_webhook_url: str | None = None
+    post_call_webhook_secret: str | None = None  # secret; signs the webhook (HMAC-SHA256)
+    post_call_max_attempts: int = 8
+    post_call_retry_base_s: float = 2.0
+
+
+def _callcentre_settings(e: _Env) -> CallCentreSettings:
+    agents_file = e.opt("AGENTS_FILE")
+    book = None
+    if agents_file:
+        from app.agents.config import load_agents  # raises a ConfigError naming file and line
+
+        book = load_agents(agents_file)
+    url = e.opt("POST_CALL_WEBHOOK_URL")
+    if url and not url.startswith(("https://", "http://")):
+        raise ConfigError("POST_CALL_WEBHOOK_URL must be an http(s) URL")
+    return CallCentreSettings(
+        agents_file=agents_file,
+        agents=book,
+        post_call_webhook_url=url,
+        post_call_webhook_secret=e.opt("POST_CALL_WEBHOOK_SECRET"),
+        post_call_max_attempts=e.int("POST_CALL_MAX_ATTEMPTS", 8, 1, 50),
+        post_call_retry_base_s=e.float("POST_CALL_RETRY_BASE_S", 2.0, 0.01, 3600),
+    )
 
 
 def _store_settings(e: _Env) -> StoreSettings:

@@ -101,7 +101,7 @@ def get_logger(name: str) -> logging.Logger:
     return logging.getLogger(name)
 
 
-def event(log: logging.Logger, name: str, level: int = logging.INFO, **fields: Any) -> None:
+def event(log: logging.Logger, name: str, /, level: int = logging.INFO, **fields: Any) -> None:
     """Log one structured event: ``event(log, "stream_closed", reason="stop")``."""
     if log.isEnabledFor(level):
         log.log(level, name, extra={"fields": fields})

@@ -14,6 +14,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Route
 
+from app import callcentre
 from app.ops import metrics
 from app.runtime.context import AppContext
 from app.transports import twilio, webrtc
@@ -30,11 +31,14 @@ def create_app(ctx: AppContext) -> Starlette:
     routes += webrtc.routes(ctx)
     routes += twilio.routes(ctx)
     routes += metrics.routes(ctx)
+    routes += callcentre.routes(ctx)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await callcentre.start(ctx)
         yield
         await webrtc.aclose(ctx)  # after any drain: hang up web calls still open
+        await callcentre.stop(ctx)  # then finish the post-call jobs of every call
 
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.ctx = ctx

@@ -108,6 +108,9 @@ class AppContext:
     def new_runner(self, call: CallInfo, sink: Any) -> Any:
         from app.runtime.runner import CallRunner
 
+        centre = self.extras.get("callcentre")  # agent profiles and tools (app.callcentre)
+        if centre is not None:
+            return centre.new_runner(call, sink)
         return CallRunner(
             call=call,
             sink=sink,

@@ -1,0 +1,104 @@
+"""``POST /twilio/recording``: Twilio's signed recording-status callback.
+
+When a recording is completed its URL goes onto the call record. The request is checked like
+every Twilio webhook (``X-Twilio-Signature`` over the public URL and every form field); without
+``TWILIO_AUTH_TOKEN`` only direct loopback peers are served.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from typing import Any
+from urllib.parse import parse_qsl
+
+import sqlalchemy as sa
+from starlette.requests import Request
+from starlette.responses import Response
+
+from app.logs import bind_call, event, get_logger
+from telephony.security import SignatureChecker, is_loopback, public_url
+
+log = get_logger(__name__)
+
+MAX_BODY = 16 * 1024
+_CALL_SID = re.compile(r"^CA[0-9a-fA-F]{32}$")
+
+
+class RecordingCallback:
+    def __init__(self, ctx: Any, clock: Any = time.time) -> None:
+        self.ctx = ctx
+        token = ctx.settings.twilio.auth_token
+        self.checker = SignatureChecker(token) if token else None
+        self.clock = clock
+        self.urls: dict[str, str] = {}  # call id -> recording URL, also without a store
+
+    async def __call__(self, request: Request) -> Response:
+        body = await request.body()
+        if len(body) > MAX_BODY:
+            return Response(status_code=413)
+        try:
+            params = parse_qsl(body.decode("utf-8"), keep_blank_values=True)
+        except (UnicodeDecodeError, ValueError):
+            return Response(status_code=400)
+        fields = dict(params)
+        call_sid = fields.get("CallSid", "")
+        with bind_call(call_sid if _CALL_SID.match(call_sid) else None):
+            refusal = self._refusal(request, params)
+            if refusal:
+                event(log, "recording_callback_rejected", logging.WARNING, reason=refusal)
+                return Response(status_code=403)
+            if not _CALL_SID.match(call_sid):
+                event(log, "recording_callback_rejected", logging.WARNING, reason="bad CallSid")
+                return Response(status_code=400)
+            status = fields.get("RecordingStatus", "")
+            event(log, "recording_status", status=status,
+                  recording_sid=fields.get("RecordingSid", "")[:40],
+                  duration_s=fields.get("RecordingDuration", ""))  # fmt: skip
+            url = fields.get("RecordingUrl", "")
+            if status == "completed" and url.startswith("https://"):
+                self.urls[call_sid] = url
+                if not await self._store(call_sid, url):
+                    return Response(status_code=503)  # Twilio retries; the URL is not lost
+            return Response(status_code=204)
+
+    def _refusal(self, request: Request, params: list[tuple[str, str]]) -> str:
+        if self.checker is None:
+            client = request.client.host if request.client else None
+            return "" if is_loopback(client, request.headers) else "no auth token: loopback only"
+        headers = request.headers
+        url = public_url(
+            request.url.path,
+            request.url.query,
+            public_base=self.ctx.settings.server.public_url,
+            scheme=request.url.scheme,
+            host=headers.get("host") or request.url.netloc,
+            forwarded_proto=headers.get("x-forwarded-proto"),
+            forwarded_host=headers.get("x-forwarded-host"),
+        )
+        signature = headers.get("x-twilio-signature")
+        if not signature:
+            return "missing signature"
+        settings = headers.get("x-twilio-webhooks-signature-settings")
+        return "" if self.checker.webhook(url, params, signature, settings) else "bad signature"
+
+    async def _store(self, call_sid: str, url: str) -> bool:
+        store = self.ctx.extras.get("store")
+        if store is None:
+            return True
+        from app.store.schema import calls
+
+        try:
+            async with store.db.tx() as conn:
+                result = await conn.execute(
+                    sa.update(calls)
+                    .where(calls.c.id == call_sid)
+                    .values(recording_url=url[:500], updated_at=self.clock())
+                )
+        except Exception as exc:
+            event(log, "recording_url_unsaved", logging.ERROR, error=type(exc).__name__)
+            return False
+        if not result.rowcount:
+            event(log, "recording_url_unsaved", logging.WARNING, reason="no call row")
+        return True

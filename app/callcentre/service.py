@@ -1,0 +1,269 @@
+"""The call-centre layer of one process: builds each call's runner from its agent profile and
+carries out the tools (transfer, keypad fields, keys out) through Twilio's REST API.
+
+Put in ``ctx.extras["callcentre"]`` by ``app.callcentre.start``; ``AppContext.new_runner``
+hands every call to it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any
+
+from app.agents.build import script_for, with_voice
+from app.agents.config import AgentBook
+from app.callcentre import twiml
+from app.callcentre.call import (
+    CallFeatures,
+    CentreRunner,
+    CentreSink,
+    TransferRequest,
+    log_failure,
+    tool_argument,
+)
+from app.callcentre.digits import FieldRequest
+from app.callcentre.rest import CallControl, CallControlError
+from app.core.providers import CallInfo, Message, ToolCall
+from app.logs import event, get_logger, mask_phone
+from telephony.security import StreamTokens, stream_url
+
+log = get_logger(__name__)
+
+RECORDING_PATH = "/twilio/recording"
+MEDIA_PATH = "/twilio/media"  # the Twilio transport's stream route
+VOICE_PATH = "/twilio/voice"
+SORRY = "Sorry, nobody could take your call right now. Please call again later. Goodbye."
+
+
+class CallCentre:
+    def __init__(
+        self,
+        ctx: Any,
+        book: AgentBook | None,
+        control: CallControl | None,
+        postcall: Any = None,
+    ) -> None:
+        self.ctx = ctx
+        self.book = book
+        self.control = control
+        self.postcall = postcall
+        self.live: dict[str, CallFeatures] = {}
+        # Conversations whose stream is being replaced (keys pressed on an IVR): the next
+        # stream of the same call continues them.
+        self.resume: dict[str, list[Message]] = {}
+
+    # ------------------------------------------------------------ runners
+
+    def agent_for(self, call: CallInfo) -> str:
+        if self.book is None:
+            return call.agent
+        ours = call.to_number if call.direction == "inbound" else call.from_number
+        parameter = call.agent if call.agent != "default" else None
+        campaign = call.variables.get("campaign") or call.variables.get("campaign_id")
+        return self.book.select(to_number=ours, campaign=campaign, parameter=parameter)
+
+    def new_runner(self, call: CallInfo, sink: Any) -> CentreRunner:
+        from app.runtime.context import Providers
+        from app.runtime.runner import CallRunner, script_from_settings
+
+        settings = self.ctx.settings
+        name = self.agent_for(call)
+        agent = self.book.get(name) if self.book is not None else None
+        providers = self.ctx.providers
+        if agent is not None:
+            variables = {**call.variables, "language": agent.language}
+            call = dataclasses.replace(call, agent=name, variables=variables)
+            script = script_for(agent, settings.agent)
+            if agent.voice:
+                tts = with_voice(providers.tts, agent.voice)
+                providers = Providers(stt=providers.stt, llm=providers.llm, tts=tts)
+        else:
+            script = script_from_settings(settings.agent)
+        history = self.resume.pop(call.call_id, None)
+        if history is not None:
+            script = dataclasses.replace(script, greeting="")  # same call: no second hello
+        features = CallFeatures(call, name, agent)
+        inner = CallRunner(
+            call=call,
+            sink=CentreSink(sink, self, features),
+            providers=providers,
+            phrases=self.ctx.phrases,
+            agent=settings.agent,
+            observers=self.ctx.observers,
+            clock=self.ctx.clock,
+            script=script,
+            tools=self.tools(),
+        )
+        if history:
+            inner.session.history.extend(history)
+        return CentreRunner(inner, self, features)
+
+    def scripts(self) -> list[tuple[Any, Any]]:
+        """(script, tts) of every agent, to pre-synthesise their fixed phrases."""
+        if self.book is None:
+            return []
+        out = []
+        for agent in self.book.agents.values():
+            tts = with_voice(self.ctx.providers.tts, agent.voice)
+            out.append((script_for(agent, self.ctx.settings.agent), tts))
+        return out
+
+    # ------------------------------------------------------------ tools
+
+    def tools(self) -> dict[str, Any]:
+        return {
+            "transfer_call": self._tool_transfer,
+            "collect_digits": self._tool_collect,
+            "send_digits": self._tool_send_digits,
+        }
+
+    async def _tool_transfer(self, call: CallInfo, tool: ToolCall) -> None:
+        f = self.live.get(call.call_id)
+        if f is None:
+            return
+        # Carried out when the session hangs up, after the hand-off line has played.
+        f.transfer = TransferRequest(
+            reason=str(tool_argument(tool, "reason", ""))[:300],
+            summary=str(tool_argument(tool, "summary", ""))[:500],
+        )
+        event(log, "transfer_requested", mode=f.agent.transfer.mode if _has_transfer(f) else "-")
+
+    async def _tool_collect(self, call: CallInfo, tool: ToolCall) -> None:
+        f = self.live.get(call.call_id)
+        if f is None or f.runner is None:
+            return
+        limits = f.agent.digits if f.agent is not None else None
+        cap = limits.max_digits if limits is not None else 20
+        try:
+            wanted = int(tool_argument(tool, "max_digits", cap))
+        except (TypeError, ValueError):
+            wanted = cap
+        terminator = str(tool_argument(tool, "terminator", "#"))
+        f.runner.collect(
+            FieldRequest(
+                name=str(tool_argument(tool, "field", "digits"))[:60],
+                max_digits=max(1, min(wanted, cap)),
+                terminator=terminator if terminator in ("#", "*") else "#",
+                inter_digit_timeout_s=limits.inter_digit_timeout_s if limits else 5.0,
+            )
+        )
+
+    async def _tool_send_digits(self, call: CallInfo, tool: ToolCall) -> None:
+        f = self.live.get(call.call_id)
+        digits = str(tool_argument(tool, "digits", ""))
+        public = self.ctx.settings.server.public_url
+        if f is None or f.runner is None:
+            return
+        if self.control is None or call.transport != "twilio" or not public:
+            event(log, "send_digits_unavailable", transport=call.transport,
+                  rest=self.control is not None, public_url=bool(public))  # fmt: skip
+            return
+        try:
+            document = twiml.play_digits_then_stream(
+                digits, stream_url(public + VOICE_PATH, MEDIA_PATH), self._stream_parameters(f)
+            )
+        except ValueError:
+            event(log, "send_digits_refused", reason="bad digits", length=len(digits))
+            return
+        await f.runner.wait_quiet(within=15.0)  # let the agent finish what it was saying
+        f.handed_over = True
+        self.resume[call.call_id] = f.runner.history()
+        try:
+            await self.control.redirect(call.call_id, document)
+        except CallControlError as exc:
+            f.handed_over = False
+            self.resume.pop(call.call_id, None)
+            log_failure("send_digits_failed", exc)
+            return
+        event(log, "digits_sent", keys=len(digits))
+
+    def _stream_parameters(self, f: CallFeatures) -> dict[str, str]:
+        """What the Twilio transport's webhook would put on a new stream for this call."""
+        t = self.ctx.settings.twilio
+        tokens = StreamTokens.from_auth_token(t.auth_token, t.stream_token_ttl_s)
+        c = f.call
+        return {
+            "token": tokens.issue(c.call_id, time.time()),
+            "direction": c.direction,
+            "from": c.from_number or "",
+            "to": c.to_number or "",
+            "agent": f.agent_name,
+        }
+
+    # ------------------------------------------------------------ transfer
+
+    async def transfer(self, f: CallFeatures) -> bool:
+        """Move the call to the agent's colleague. False: it could not be moved (hang up)."""
+        call = f.call
+        if self.control is None or call.transport != "twilio" or not _has_transfer(f):
+            f.transfer_result = "transfer_failed"
+            event(log, "transfer_unavailable", transport=call.transport,
+                  rest=self.control is not None, configured=_has_transfer(f))  # fmt: skip
+            return False
+        assert f.agent is not None and f.agent.transfer is not None
+        t = f.agent.transfer
+        try:
+            if t.mode == "cold":
+                await self.control.redirect(
+                    call.call_id, twiml.cold_transfer(t.number, ring_timeout_s=t.ring_timeout_s)
+                )
+            else:
+                await self._warm(f, t)
+        except CallControlError as exc:
+            f.transfer_result = "transfer_failed"
+            log_failure("transfer_failed", exc)
+            return False
+        f.transfer_result = "transferred"
+        event(log, "call_transferred", mode=t.mode, to=mask_phone(t.number))
+        return True
+
+    async def _warm(self, f: CallFeatures, t: Any) -> None:
+        """Caller to a conference on hold; colleague dialled with a spoken brief, joining
+        starts the bridge. If the colleague's leg cannot be placed, the caller hears a
+        short apology instead of waiting forever."""
+        assert self.control is not None
+        call = f.call
+        room = f"transfer-{call.call_id}"
+        await self.control.redirect(call.call_id, twiml.conference_hold(room, t.hold_music_url))
+        request = f.transfer or TransferRequest()
+        about = request.summary or request.reason or "no summary was given"
+        brief = f"Transfer from the {f.agent_name} line. {about}. Connecting you now."
+        ours = t.caller_id or (call.to_number if call.direction == "inbound" else call.from_number)
+        try:
+            if not ours:
+                raise CallControlError("no caller id for the colleague's leg")
+            await self.control.dial(t.number, ours, twiml.conference_brief(room, brief),
+                                    t.ring_timeout_s)  # fmt: skip
+        except CallControlError:
+            await self.control.redirect(call.call_id, twiml.apology(SORRY))
+            raise
+
+    # ------------------------------------------------------------ recording
+
+    async def start_recording(self, f: CallFeatures) -> None:
+        call = f.call
+        if self.control is None or call.transport != "twilio":
+            event(log, "recording_unavailable", transport=call.transport)
+            return
+        public = self.ctx.settings.server.public_url
+        callback = public + RECORDING_PATH if public else None
+        if callback is None:
+            event(log, "recording_callback_unset", detail="PUBLIC_URL is not set")
+        channels = f.agent.recording.channels if f.agent is not None else "dual"
+        try:
+            f.recording_sid = await self.control.start_recording(call.call_id, callback, channels)
+        except CallControlError as exc:
+            log_failure("recording_failed", exc)
+            return
+        event(log, "recording_started", recording_sid=f.recording_sid)
+
+    # ------------------------------------------------------------ end of call
+
+    def call_finished(self, f: CallFeatures, runner: Any) -> None:
+        if self.postcall is not None:
+            self.postcall.submit(f, runner)
+
+
+def _has_transfer(f: CallFeatures) -> bool:
+    return f.agent is not None and f.agent.transfer is not None
