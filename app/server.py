@@ -15,7 +15,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Route
 
 from app import callcentre
-from app.ops import metrics
+from app.ops import calls_api, metrics, zombies
 from app.runtime.context import AppContext
 from app.transports import twilio, webrtc
 
@@ -31,13 +31,16 @@ def create_app(ctx: AppContext) -> Starlette:
     routes += webrtc.routes(ctx)
     routes += twilio.routes(ctx)
     routes += metrics.routes(ctx)
+    routes += calls_api.routes(ctx)
     routes += callcentre.routes(ctx)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await callcentre.start(ctx)
+        await zombies.start(ctx)  # close records of calls a dead process left open
         yield
         await webrtc.aclose(ctx)  # after any drain: hang up web calls still open
+        await zombies.stop(ctx)
         await callcentre.stop(ctx)  # then finish the post-call jobs of every call
 
     app = Starlette(routes=routes, lifespan=lifespan)

@@ -1,0 +1,212 @@
+"""The operator's API and dashboard: live calls, recent calls with their records, campaigns.
+
+``GET /api/calls``          recent calls, newest first (``limit``, ``offset``, ``direction``,
+                            ``status``, ``campaign``)
+``GET /api/calls/{id}``     one call: transcript, per-turn latency by stage, events, usage, cost
+``GET /api/live``           calls in progress on this instance
+``GET /api/campaigns``      campaigns with their progress
+``GET /dashboard``          the page (static; it fetches the above with the operator's token)
+
+Every ``/api`` route needs ``Authorization: Bearer <API_TOKEN>``; without an ``API_TOKEN`` only
+direct loopback peers are served. Phone numbers are masked in every answer: dashboards end up
+on shared screens and in screenshots. Transcripts are shown (that is what the page is for) but
+never logged.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import logging
+import time
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from app.core.records import TurnMetrics
+from app.logs import event, get_logger, mask_phone
+from app.ops.metrics import bearer_ok
+from telephony.security import is_loopback
+
+log = get_logger(__name__)
+
+MAX_LIMIT = 200
+_STAMPS = ("speech_end", "stt_final", "turn_committed", "llm_first_token", "tts_first_audio",
+           "first_audio_sent")
+
+
+# --------------------------------------------------------------------------- shaping (pure)
+
+
+def call_summary(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": row["id"],
+        "transport": row.get("transport"),
+        "direction": row.get("direction"),
+        "status": row.get("status"),
+        "from": mask_phone(row.get("from_number")),
+        "to": mask_phone(row.get("to_number")),
+        "created_at": row.get("created_at"),
+        "started_at": row.get("started_at"),
+        "ended_at": row.get("ended_at"),
+        "duration_s": row.get("duration_s"),
+        "end_reason": row.get("end_reason"),
+        "outcome": row.get("outcome"),
+        "cost": row.get("cost"),
+        "campaign_id": row.get("campaign_id"),
+    }
+
+
+def turn_view(row: dict[str, Any]) -> dict[str, Any]:
+    """A stored turn with its latency split into stages (ms), the same split as the metrics."""
+    metrics = TurnMetrics(turn=row["turn"], **{k: row.get(k) for k in _STAMPS})
+    return {
+        "turn": row["turn"],
+        "stages_ms": metrics.stages_ms(),
+        "filler": bool(row.get("filler")),
+        "fallback": bool(row.get("fallback")),
+    }
+
+
+def call_detail(call: dict[str, Any]) -> dict[str, Any]:
+    return {
+        **call_summary(call),
+        "usage": call.get("usage") or {},
+        "summary": call.get("summary"),
+        "transcript": [
+            {k: line.get(k) for k in ("role", "text", "at", "interrupted", "turn")}
+            for line in call.get("transcript", [])
+        ],
+        "turns": [turn_view(t) for t in call.get("turns", [])],
+        "events": [
+            {k: ev.get(k) for k in ("kind", "at", "detail")} for ev in call.get("events", [])
+        ],
+    }
+
+
+def live_view(calls: Any) -> list[dict[str, Any]]:
+    out = []
+    for info in calls.calls():
+        runner = calls.get(info.call_id)
+        turns = list(getattr(runner, "turns", []) or [])
+        last = turns[-1].stages_ms().get("total") if turns else None
+        out.append({
+            "id": info.call_id,
+            "transport": info.transport,
+            "direction": info.direction,
+            "from": mask_phone(info.from_number),
+            "to": mask_phone(info.to_number),
+            "turns": len(turns),
+            "last_turn_ms": last,
+            "ending": bool(getattr(runner, "ended", False)),
+        })
+    return out
+
+
+def _int(raw: str | None, default: int, lo: int, hi: int) -> int:
+    try:
+        return max(lo, min(hi, int(raw))) if raw is not None else default
+    except ValueError:
+        return default
+
+
+# --------------------------------------------------------------------------- routes
+
+
+def routes(ctx: Any) -> list[BaseRoute]:
+    token = ctx.settings.ops.api_token
+
+    def refused(request: Request) -> Response | None:
+        if token:
+            ok = bearer_ok(request, token)
+        else:
+            ok = is_loopback(request.client.host if request.client else None, request.headers)
+        if ok:
+            return None
+        event(log, "api_unauthorised", logging.WARNING, path=request.url.path)
+        return JSONResponse({"error": "unauthorised"}, status_code=401,
+                            headers={"WWW-Authenticate": "Bearer"})
+
+    def store() -> Any | None:
+        return ctx.extras.get("store")
+
+    def no_store() -> JSONResponse:
+        return JSONResponse({"error": "call records are not enabled"}, status_code=503)
+
+    async def list_calls(request: Request) -> Response:
+        if (denied := refused(request)) is not None:
+            return denied
+        if (s := store()) is None:
+            return no_store()
+        q = request.query_params
+        rows = await s.calls.list_calls(
+            limit=_int(q.get("limit"), 50, 1, MAX_LIMIT),
+            offset=_int(q.get("offset"), 0, 0, 10**9),
+            direction=q.get("direction") or None,
+            status=q.get("status") or None,
+            campaign_id=q.get("campaign") or None,
+        )
+        return JSONResponse({"calls": [call_summary(r) for r in rows]})
+
+    async def get_call(request: Request) -> Response:
+        if (denied := refused(request)) is not None:
+            return denied
+        if (s := store()) is None:
+            return no_store()
+        call_id = request.path_params["call_id"]
+        if len(call_id) > 64:
+            return JSONResponse({"error": "no such call"}, status_code=404)
+        call = await s.calls.get_call(call_id)
+        if call is None:
+            return JSONResponse({"error": "no such call"}, status_code=404)
+        detail = call_detail(call)
+        detail["live"] = ctx.calls.get(call_id) is not None
+        return JSONResponse(detail)
+
+    async def live(request: Request) -> Response:
+        if (denied := refused(request)) is not None:
+            return denied
+        return JSONResponse({
+            "calls": live_view(ctx.calls),
+            "capacity": ctx.calls.max_calls,
+            "draining": ctx.calls.draining,
+            "now": time.time(),
+        })
+
+    async def list_campaigns(request: Request) -> Response:
+        if (denied := refused(request)) is not None:
+            return denied
+        if (s := store()) is None:
+            return no_store()
+        out = []
+        for row in (await s.campaigns.list())[:20]:
+            progress = await s.campaigns.progress(row["id"])
+            out.append({k: row.get(k) for k in ("id", "name", "status", "created_at")}
+                       | {"progress": progress})
+        return JSONResponse({"campaigns": out})
+
+    return [
+        Route("/api/calls", list_calls, methods=["GET"]),
+        Route("/api/calls/{call_id}", get_call, methods=["GET"]),
+        Route("/api/live", live, methods=["GET"]),
+        Route("/api/campaigns", list_campaigns, methods=["GET"]),
+        Route("/dashboard", _page("dashboard.html", "text/html; charset=utf-8"), methods=["GET"]),
+        Route("/dashboard.js", _page("dashboard.js", "text/javascript; charset=utf-8"),
+              methods=["GET"]),
+        Route("/dashboard.css", _page("dashboard.css", "text/css; charset=utf-8"),
+              methods=["GET"]),
+    ]
+
+
+def _page(name: str, media_type: str) -> Any:
+    body = (importlib.resources.files("app") / "web" / name).read_bytes()
+
+    async def serve(request: Request) -> Response:
+        return Response(body, media_type=media_type, headers={
+            "Cache-Control": "no-store",
+            # everything is served from here; nothing from a CDN
+            "Content-Security-Policy": "default-src 'self'; style-src 'self'; img-src 'self' data:",
+        })
+
+    return serve

@@ -1,0 +1,121 @@
+"""Zombie sweep: a call record whose session died with its process is closed as interrupted.
+
+Each instance touches the rows of its own live calls every interval (a heartbeat on
+``calls.updated_at``). A row that a session opened (``started_at`` set), that the agent never
+ended (``end_reason`` empty) and that nobody has touched for ``STALE_INTERVALS`` intervals
+belongs to a session that no longer exists on any instance: it is ended with reason
+``interrupted`` through the store's own ``end_call``. Rows of calls still ringing (no session
+yet) are never touched. Runs at start-up and then periodically.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from typing import Any
+
+import sqlalchemy as sa
+
+from app.logs import event, get_logger
+from app.store.calls import end_call
+from app.store.schema import calls as calls_table
+
+log = get_logger(__name__)
+
+REASON = "interrupted"
+STALE_INTERVALS = 3  # missed heartbeats before a row counts as abandoned
+
+
+async def heartbeat(db: Any, live_ids: list[str], now: float) -> int:
+    if not live_ids:
+        return 0
+    async with db.tx() as conn:
+        result = await conn.execute(
+            sa.update(calls_table)
+            .where(calls_table.c.id.in_(live_ids), calls_table.c.end_reason.is_(None))
+            .values(updated_at=now)
+        )
+    return result.rowcount or 0
+
+
+async def sweep_once(db: Any, live_ids: set[str], now: float, stale_after_s: float) -> list[str]:
+    """End abandoned rows; returns their ids."""
+    c = calls_table.c
+    async with db.tx() as conn:
+        rows = (
+            await conn.execute(
+                sa.select(c.id).where(
+                    c.started_at.is_not(None),
+                    c.end_reason.is_(None),
+                    c.updated_at < now - stale_after_s,
+                )
+            )
+        ).scalars().all()
+        closed = [r for r in rows if r not in live_ids]
+        for call_id in closed:
+            await end_call(conn, call_id=call_id, reason=REASON, outcome=None, now=now)
+    return closed
+
+
+class ZombieSweeper:
+    """Owns one periodic task: heartbeat this instance's live calls, then sweep."""
+
+    def __init__(self, ctx: Any, interval_s: float, clock: Callable[[], float] = time.time) -> None:
+        self.ctx = ctx
+        self.interval_s = interval_s
+        self.clock = clock
+        self.closed_total = 0
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="zombie-sweep")
+
+    async def tick(self) -> list[str]:
+        store = self.ctx.extras.get("store")
+        if store is None:
+            return []
+        live = [c.call_id for c in self.ctx.calls.calls()]
+        now = self.clock()
+        await heartbeat(store.db, live, now)
+        closed = await sweep_once(store.db, set(live), now, STALE_INTERVALS * self.interval_s)
+        if closed:
+            self.closed_total += len(closed)
+            event(log, "zombie_calls_closed", count=len(closed), call_ids=closed)
+        return closed
+
+    async def _run(self) -> None:
+        # The first sweep runs as soon as the store is open (start-up), then every interval.
+        while True:
+            delay = self.interval_s
+            if self.ctx.extras.get("store") is None:
+                delay = min(1.0, self.interval_s)
+            else:
+                try:
+                    await self.tick()
+                except Exception as exc:  # a database hiccup must not end the sweeping
+                    event(log, "zombie_sweep_failed", error=f"{type(exc).__name__}: {exc}")
+            await asyncio.sleep(delay)
+
+    async def aclose(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+
+async def start(ctx: Any) -> ZombieSweeper:
+    """Server start-up: sweep now (once the store is open) and every interval after."""
+    sweeper = ZombieSweeper(ctx, ctx.settings.ops.zombie_sweep_interval_s)
+    ctx.extras["zombie_sweeper"] = sweeper
+    sweeper.start()
+    return sweeper
+
+
+async def stop(ctx: Any) -> None:
+    sweeper = ctx.extras.pop("zombie_sweeper", None)
+    if sweeper is not None:
+        await sweeper.aclose()
