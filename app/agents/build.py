@@ -7,7 +7,7 @@ import dataclasses
 from typing import Any
 
 from app.agents.config import Agent
-from app.callcentre.specs import SPECS
+from app.agents.tools import SPECS
 from app.config import AgentSettings
 from app.core.session import AgentScript
 from app.core.turns import TurnPolicy

@@ -43,7 +43,7 @@ def install(ctx: Any) -> CallCentre:
 
 def routes(ctx: Any) -> list[BaseRoute]:
     install(ctx)
-    return [Route(RECORDING_PATH, RecordingCallback(ctx), methods=["POST"])]
+    return [Route(RECORDING_PATH, RecordingCallback(ctx).handle, methods=["POST"])]
 
 
 async def start(ctx: Any) -> None:

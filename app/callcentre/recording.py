@@ -34,7 +34,7 @@ class RecordingCallback:
         self.clock = clock
         self.urls: dict[str, str] = {}  # call id -> recording URL, also without a store
 
-    async def __call__(self, request: Request) -> Response:
+    async def handle(self, request: Request) -> Response:
         body = await request.body()
         if len(body) > MAX_BODY:
             return Response(status_code=413)
