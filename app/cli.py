@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 from app import main as serve_cmd
 from app.ops import configure_number
+from app.outbound import cli as outbound_cli
 from app.simulator import cli as call_cli
 
 
@@ -18,6 +19,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve_cmd.register(sub)
     configure_number.register(sub)
     call_cli.register(sub)
+    outbound_cli.register(sub)
     return parser
 
 

@@ -110,10 +110,13 @@ class OutboundService:
             f"{base}/twilio/amd{query}",
         )
 
+    def account_key(self) -> str:
+        """The pacing row of the Twilio account: its CPS limit spans all our instances."""
+        return account_pacing_key(self._dialer().account_sid)
+
     async def wait_for_slot(self, extra_limits: tuple[tuple[str, float], ...] = ()) -> float:
         """Reserve and wait for a global dialling slot."""
-        account = self._dialer().account_sid
-        limits = ((account_pacing_key(account), pacing_interval(self.out.account_cps)),)
+        limits = ((self.account_key(), pacing_interval(self.out.account_cps)),)
         slot = await self.store.campaigns.reserve_slot(
             limits + extra_limits, self.clock.now()
         )

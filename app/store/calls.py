@@ -319,7 +319,7 @@ class CallStore:
     async def call_context(self, call_sid: str) -> OutboundContext | None:
         """For the answer webhook: the variables and prompt of an outbound call we placed.
         None for a call we did not place (inbound, or placed by someone else)."""
-        async with self.db.engine.connect() as conn:
+        async with self.db.read() as conn:
             row = (
                 (await conn.execute(sa.select(calls).where(calls.c.id == call_sid)))
                 .mappings()
@@ -369,7 +369,7 @@ class CallStore:
         if since is not None:
             query = query.where(calls.c.created_at >= since)
         query = query.limit(max(1, min(limit, 1000))).offset(max(0, offset))
-        async with self.db.engine.connect() as conn:
+        async with self.db.read() as conn:
             return [dict(r) for r in (await conn.execute(query)).mappings()]
 
     async def count_calls(self, *, since: float | None = None) -> dict[str, int]:
@@ -377,12 +377,12 @@ class CallStore:
         query = sa.select(calls.c.status, sa.func.count()).group_by(calls.c.status)
         if since is not None:
             query = query.where(calls.c.created_at >= since)
-        async with self.db.engine.connect() as conn:
+        async with self.db.read() as conn:
             return {s: n for s, n in (await conn.execute(query)).all()}
 
     async def get_call(self, call_id: str) -> dict[str, Any] | None:
         """One call with its transcript (in order), turn metrics and events."""
-        async with self.db.engine.connect() as conn:
+        async with self.db.read() as conn:
             row = (
                 (await conn.execute(sa.select(calls).where(calls.c.id == call_id)))
                 .mappings()

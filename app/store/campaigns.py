@@ -134,7 +134,7 @@ class CampaignStore:
         return campaign_id
 
     async def get(self, campaign_id: str) -> dict[str, Any] | None:
-        async with self.db.engine.connect() as conn:
+        async with self.db.read() as conn:
             row = (
                 (await conn.execute(sa.select(campaigns).where(campaigns.c.id == campaign_id)))
                 .mappings()
@@ -146,7 +146,7 @@ class CampaignStore:
         query = sa.select(campaigns).order_by(campaigns.c.created_at.desc())
         if status:
             query = query.where(campaigns.c.status == status)
-        async with self.db.engine.connect() as conn:
+        async with self.db.read() as conn:
             return [dict(r) for r in (await conn.execute(query)).mappings()]
 
     async def command(self, campaign_id: str, command: str, now: float) -> str:
@@ -369,6 +369,14 @@ class CampaignStore:
                 final=permanent,
             )
 
+    async def note_attempt_error(self, contact: ClaimedContact, *, error: str) -> None:
+        async with self.db.tx() as conn:
+            await conn.execute(
+                sa.update(dial_attempts)
+                .where(dial_attempts.c.id == contact.attempt_id)
+                .values(error=error[:200])
+            )
+
     # ----------------------------------------------------------------- reconciling
 
     async def in_flight(self, campaign_id: str) -> list[dict[str, Any]]:
@@ -395,7 +403,7 @@ class CampaignStore:
             campaign_contacts.c.campaign_id == campaign_id,
             campaign_contacts.c.status == "calling",
         )
-        async with self.db.engine.connect() as conn:
+        async with self.db.read() as conn:
             return [dict(r) for r in (await conn.execute(query)).mappings()]
 
     # ----------------------------------------------------------------- progress
@@ -403,7 +411,7 @@ class CampaignStore:
     async def progress(self, campaign_id: str) -> dict[str, Any]:
         """Counts for a progress bar or dashboard: contacts per status, results, attempts."""
         cc = campaign_contacts
-        async with self.db.engine.connect() as conn:
+        async with self.db.read() as conn:
             by_status = dict(
                 (
                     await conn.execute(
@@ -458,7 +466,7 @@ class CampaignStore:
         if status:
             query = query.where(campaign_contacts.c.status == status)
         query = query.limit(max(1, min(limit, 5000))).offset(max(0, offset))
-        async with self.db.engine.connect() as conn:
+        async with self.db.read() as conn:
             return [dict(r) for r in (await conn.execute(query)).mappings()]
 
     async def attempts(self, campaign_id: str) -> list[dict[str, Any]]:
@@ -467,7 +475,7 @@ class CampaignStore:
             .where(dial_attempts.c.campaign_id == campaign_id)
             .order_by(dial_attempts.c.id)
         )
-        async with self.db.engine.connect() as conn:
+        async with self.db.read() as conn:
             return [dict(r) for r in (await conn.execute(query)).mappings()]
 
     # ----------------------------------------------------------------- do not call
@@ -489,7 +497,7 @@ class CampaignStore:
         return bool(result.rowcount)
 
     async def is_dnc(self, phone: str) -> bool:
-        async with self.db.engine.connect() as conn:
+        async with self.db.read() as conn:
             return bool(await _dnc_among(conn, [phone]))
 
     # ----------------------------------------------------------------- pacing

@@ -78,7 +78,7 @@ async def serve(app: Any, sock: socket.socket | None = None) -> AsyncIterator[st
 
 @dataclass(slots=True)
 class CreateRecord:
-    at: float  # time.time() when the request arrived
+    at: float  # when the request arrived (``FakeTwilio.clock``)
     sid: str
     to: str
     params: dict[str, list[str]]
@@ -123,6 +123,7 @@ class FakeTwilio:
         step_s: float = 0.0,
         fetch_answer: bool = False,
         machine_wait_s: float = 5.0,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.account_sid = account_sid
         self.auth_token = auth_token
@@ -133,6 +134,7 @@ class FakeTwilio:
         self.step_s = step_s
         self.fetch_answer = fetch_answer
         self.machine_wait_s = machine_wait_s
+        self.clock = clock  # stamps ``creates``; a test's fake clock makes them virtual
         self.validator = RequestValidator(auth_token)
         self.calls: dict[str, FakeCall] = {}
         self.creates: list[CreateRecord] = []
@@ -205,7 +207,7 @@ class FakeTwilio:
     async def _create(self, request: Request) -> Response:
         if not self.check_auth(request):
             return _error(401, 20003, "Authenticate")
-        arrived = time.time()
+        arrived = self.clock()
         if self._throttle_next > 0:
             self._throttle_next -= 1
             self.throttled.append(arrived)
