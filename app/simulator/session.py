@@ -12,6 +12,7 @@ import asyncio
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 
 import httpx
@@ -232,10 +233,9 @@ class SimulatedCall:
         for line, clip in zip(self.lines, clips, strict=True):
             if line.barge_in_ms is None:
                 await self._reply_done(turn, timeout, expect)
-            elif await self._until(lambda t=turn: t.first_audio is not None, timeout):
+            elif await self._until(partial(_replying, turn), timeout):
                 assert turn.first_audio is not None
-                at = turn.first_audio + line.barge_in_ms / 1000
-                await self._until(lambda at=at: self._now() >= at)
+                await asyncio.sleep(turn.first_audio + line.barge_in_ms / 1000 - self._now())
             else:
                 turn.timed_out = not self._closed.is_set()
             if self._closed.is_set():
@@ -247,9 +247,7 @@ class SimulatedCall:
     async def _reply_done(self, turn: Turn, within: float, expect: bool) -> None:
         """Wait for the agent's reply to start, then to play out with ``settle_ms`` of quiet."""
         settle = self.options.settle_ms / 1000
-        started = await self._until(
-            lambda: turn.first_audio is not None, within if expect else settle
-        )
+        started = await self._until(partial(_replying, turn), within if expect else settle)
         if not started:
             turn.timed_out = expect and not self._closed.is_set()
             return
@@ -281,7 +279,7 @@ class SimulatedCall:
             for i, digit in enumerate(line.dtmf):
                 if i:
                     await asyncio.sleep(self.options.dtmf_gap_ms / 1000)
-                await self._send(lambda d=digit: msgs.dtmf(d))
+                await self._send(partial(msgs.dtmf, digit))
             turn.speech_end = self._now()
             self._audio_turn = turn.index
             return turn
@@ -330,7 +328,7 @@ class SimulatedCall:
             lag = (now - due) * 1000
             self.result.send_lag_max_ms = max(self.result.send_lag_max_ms, lag)
             frame = self._next_frame(now)
-            if not await self._send(lambda f=frame: msgs.media(f)):
+            if not await self._send(partial(msgs.media, frame)):
                 return
             self.result.frames_sent += 1
             n += 1
@@ -421,6 +419,10 @@ class SimulatedCall:
         agent = [(seg.start, seg.audio) for seg in self.playback.segments]
         stereo_wav(path, bytes(self._caller), agent, len(self._caller) / 8000)
         self.result.wav_path = path
+
+
+def _replying(turn: Turn) -> bool:
+    return turn.first_audio is not None
 
 
 def _round(value: float | None) -> float | None:

@@ -34,7 +34,11 @@ async def transcribe_turns(turns: Iterable[Turn]) -> None:
                 turn.agent_text = (await engine.transcribe(pcm)).text
                 break
             except SttError as exc:
-                if "queue full" not in str(exc):
-                    event(log, "sim_transcribe_failed", turn=turn.index, error=str(exc))
-                    break
-                await asyncio.sleep(0.25)
+                if "queue full" in str(exc):  # the server's calls come first: wait our turn
+                    await asyncio.sleep(0.25)
+                    continue
+                event(log, "sim_transcribe_failed", turn=turn.index, error=str(exc))
+                return  # no model: the other turns would fail the same way
+            except Exception as exc:  # a transcript is a nicety: never lose the call's result
+                event(log, "sim_transcribe_failed", turn=turn.index, error=repr(exc))
+                break
