@@ -86,7 +86,8 @@ class PostCall:
         self.retry_max_s = retry_max_s
         self.clock = clock
         self._deliveries = deliveries
-        self._client = httpx.AsyncClient(timeout=timeout_s, follow_redirects=False)
+        self.timeout_s = timeout_s
+        self._client: httpx.AsyncClient | None = None  # made on first use, in the loop
         self._jobs: asyncio.Queue[Job] = asyncio.Queue(maxsize=MAX_QUEUED)
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -128,7 +129,9 @@ class PostCall:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-        await self._client.aclose()
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
 
     def deliveries(self) -> Deliveries:
         if self._deliveries is None:
@@ -212,6 +215,8 @@ class PostCall:
             headers[SIGNATURE_HEADER] = sign(self.secret, int(self.clock()), body)
         error = ""
         retryable = True
+        if self._client is None:
+            self._client = httpx.AsyncClient(timeout=self.timeout_s, follow_redirects=False)
         try:
             response = await self._client.post(self.url, content=body, headers=headers)
             if 200 <= response.status_code < 300:
