@@ -209,7 +209,7 @@ class TwilioEdge:
                 caller=caller,
                 callee=callee,
             )
-            return _xml(reject_busy(BUSY_MESSAGE))
+            return _xml(reject_busy(BUSY_MESSAGE, self.ctx.settings.ops.overflow_number))
         parameters = {
             "token": self.tokens.issue(call.call_id, self.now()),
             "direction": call.direction,
