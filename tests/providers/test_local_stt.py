@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import numpy as np
 import pytest
@@ -40,11 +41,9 @@ async def feed(stream: SttStream, mulaw: bytes) -> None:
         await stream.send(AudioChunk(conv.convert(mulaw[i : i + 160]), CANONICAL))
 
 
-async def run_call(stt: WhisperStt, mulaw: bytes, **stream_options: object) -> list[SttEvent]:
-    stream = await stt.open(CALL)
-    if stream_options:  # same engine, different segmenting
-        await stream.aclose()
-        stream = WhisperStream(stt.engine, CALL, **stream_options)  # type: ignore[arg-type]
+async def run_call(stt: WhisperStt, mulaw: bytes, **stream_options: Any) -> list[SttEvent]:
+    # On a busy machine several transcriptions can take longer than the default wait at close.
+    stream = WhisperStream(stt.engine, CALL, close_timeout_s=60, **stream_options)
     events: list[SttEvent] = []
 
     async def read() -> None:
@@ -55,7 +54,7 @@ async def run_call(stt: WhisperStt, mulaw: bytes, **stream_options: object) -> l
     try:
         await feed(stream, mulaw)
         await stream.aclose()
-        await asyncio.wait_for(reader, 10)
+        await asyncio.wait_for(reader, 60)
     finally:
         reader.cancel()
     return events
@@ -72,9 +71,9 @@ async def test_two_utterances_round_trip_in_order(whisper_stt: WhisperStt) -> No
     try:
         # The caller speaks, then waits for an answer before speaking again.
         await feed(stream, phone_audio(500, "I need to cancel my appointment on Thursday.", 800))
-        first = [await asyncio.wait_for(anext(events), 10) for _ in range(2)]
+        first = [await asyncio.wait_for(anext(events), 30) for _ in range(2)]
         await feed(stream, phone_audio("My name is Maria Garcia.", 800))
-        second = [await asyncio.wait_for(anext(events), 10) for _ in range(2)]
+        second = [await asyncio.wait_for(anext(events), 30) for _ in range(2)]
     finally:
         await stream.aclose()
     assert [type(e) for e in first + second] == [SpeechStarted, Transcript] * 2
@@ -130,9 +129,13 @@ async def test_long_speech_is_cut_at_the_cap_and_goes_on(whisper_stt: WhisperStt
     transcripts = [e for e in events if isinstance(e, Transcript)]
     assert isinstance(events[0], SpeechStarted)
     assert events.count(SpeechStarted()) == 1  # one utterance, cut in pieces
-    assert len(transcripts) >= 2
-    assert [t.speech_final for t in transcripts] == [False] * (len(transcripts) - 1) + [True]
     assert all(t.is_final for t in transcripts)
+    pieces, last = events[1:-1], events[-1]
+    assert pieces and all(isinstance(e, Transcript) and not e.speech_final for e in pieces)
+    # The utterance ends with its last piece's words, or, if that piece held no words (the cut
+    # can leave a fragment), with UtteranceEnd.
+    assert last == UtteranceEnd() or isinstance(last, Transcript) and last.speech_final
+    assert "appointment" in words(" ".join(t.text for t in transcripts))
 
 
 async def test_quiet_speech_is_ignored(whisper_stt: WhisperStt) -> None:
