@@ -1,7 +1,8 @@
 """The Twilio edge over real sockets: a uvicorn server on an unused port, signed requests made
 with twilio's own RequestValidator, and a ``websockets`` client playing Twilio's part of the
 Media Streams protocol. Calls run the real CallRunner with the embedded local providers
-(faster-whisper, eSpeak NG); these tests send no speech, so no turn ever reaches the model.
+(faster-whisper, the scripted agent, eSpeak NG); the caller stays silent, so the agent only
+greets, and says goodbye when the call is drained.
 """
 
 from __future__ import annotations
@@ -25,8 +26,8 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from app.config import ServerSettings, Settings, TwilioSettings
-from app.core.providers import LlmRequest
 from app.logs import JsonFormatter
+from app.providers import registry
 from app.runtime.context import AppContext, Providers
 from app.runtime.phrases import PhraseCache
 from app.server import create_app
@@ -50,28 +51,13 @@ def stream_sid(n: int) -> str:
 # --------------------------------------------------------------------------- server
 
 
-class UnusedModel:
-    """The language model slot. No speech is sent here, so no turn may reach it."""
-
-    name = "unused"
-
-    def __init__(self) -> None:
-        self.requests: list[LlmRequest] = []
-
-    async def stream(self, request: LlmRequest) -> AsyncIterator[Any]:
-        self.requests.append(request)
-        raise AssertionError("a turn reached the model although the caller said nothing")
-        yield  # pragma: no cover - makes this an async generator
-
-
 @pytest.fixture(scope="module")
 def providers() -> Providers:
-    from app.providers.local_stt import WhisperStt
-    from app.providers.local_tts import EspeakTts
-
-    stt = WhisperStt()
-    stt.warm()
-    return Providers(stt=stt, llm=UnusedModel(), tts=EspeakTts())
+    # With no API keys set these are the embedded local providers (whisper, scripted, espeak).
+    built = registry.build_providers(Settings())
+    assert (built.stt.name, built.llm.name, built.tts.name) == ("whisper", "scripted", "espeak")
+    asyncio.run(registry.warm(built))
+    return built
 
 
 @dataclasses.dataclass
@@ -526,13 +512,13 @@ async def test_call_runs_end_to_end_over_the_stream(server: Running, logs: LogLi
         await twilio.pump(0.2)
         await twilio.stop()
         assert await twilio.drain_until_closed() == 1000
-    await wait_for(lambda: len(server.ctx.calls) == 0)
-    assert runner.ended
+    await wait_for(lambda: len(logs.events("twilio_stream_ended")) == 1)
+    assert runner.ended and len(server.ctx.calls) == 0
     (ended,) = logs.events("twilio_stream_ended")
     assert ended["call_id"] == call_sid(10) and ended["reason"] == "caller hung up"
     assert ended["media_frames_in"] == twilio.chunk
     assert ended["audio_bytes_in"] == twilio.chunk * len(SILENCE)
-    assert server.ctx.providers.llm.requests == []
+    assert runner.turns == []  # silence is not a turn
 
 
 async def test_agent_hangup_closes_the_socket_normally(server: Running, logs: LogLines) -> None:
@@ -546,7 +532,8 @@ async def test_agent_hangup_closes_the_socket_normally(server: Running, logs: Lo
         server.ctx.calls.get(call_sid(11)).shutdown("test drain")  # goodbye, then hang up
         assert await twilio.run_until_closed() == 1000
         assert len(twilio.audio) > heard  # the goodbye was sent before the socket closed
-    await wait_for(lambda: len(server.ctx.calls) == 0)
+    await wait_for(lambda: len(logs.events("twilio_stream_ended")) == 1)
+    assert len(server.ctx.calls) == 0
     (ended,) = logs.events("twilio_stream_ended")
     assert ended["reason"] == "call ended"
 
@@ -646,6 +633,7 @@ async def test_malformed_frame_closes_only_its_own_call(
         runner_a.shutdown("test drain")
         assert await a.run_until_closed() == 1000
         assert len(a.audio) > heard
+    await wait_for(lambda: len(logs.events("twilio_stream_ended")) == 2)
     (error,) = logs.events("twilio_stream_protocol_error")
     assert error["call_id"] == call_sid(21) and error["level"] == "warning"
     ended = {e["call_id"]: e for e in logs.events("twilio_stream_ended")}
