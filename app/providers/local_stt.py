@@ -87,7 +87,7 @@ class WhisperEngine:
         threads: int,
         beam_size: int = 5,
         prompt: str = DEFAULT_PROMPT,
-        max_pending: int = 8,
+        max_pending: int = 32,
     ) -> None:
         self.model_path = model_path
         self.threads = threads

@@ -182,7 +182,8 @@ def test_keypad(content: str, digits: str | None) -> None:
         (dt.date(2026, 11, 21), Time(9), True),  # Saturday
         (dt.date(2026, 11, 21), Time(13), False),
         (dt.date(2026, 11, 21), None, True),
-        (dt.date(2026, 11, 22), None, False),  # Sunday
+        (dt.date(2026, 11, 22), None, True),  # Sunday
+        (dt.date(2026, 11, 22), Time(14), False),
     ],
 )
 def test_opening_hours(day: dt.date, time: Time | None, open_: bool) -> None:
@@ -196,6 +197,6 @@ def test_hours_for_a_day() -> None:
     assert hours_for(Day(dt.date(2026, 11, 19), "tomorrow")) == (
         "Tomorrow we're open from 8 am to 6 pm."
     )
-    assert hours_for(Day(dt.date(2026, 11, 22), "on Sunday")).startswith(
-        "Sorry, we're closed on Sunday."
+    assert hours_for(Day(dt.date(2026, 11, 22), "on Sunday")) == (
+        "On Sunday we're open from 9 am to 1 pm."
     )
