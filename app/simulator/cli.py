@@ -86,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         console.print(f"[red]{escape(str(exc))}[/]")
         return 2
-    console.print(f"Calling {escape(server)} …", style="dim")
+    console.print(f"Calling {escape(server)}; the transcript follows the call …", style="dim")
     result = asyncio.run(simulate_call(server, lines, options))
     show(console, result)
     return 0 if result.ok else 1
