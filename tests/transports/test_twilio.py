@@ -26,6 +26,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from app.config import ServerSettings, Settings, TwilioSettings
+from app.core.audio import MULAW_8K
 from app.logs import JsonFormatter
 from app.providers import registry
 from app.runtime.context import AppContext, Providers
@@ -519,6 +520,35 @@ async def test_call_runs_end_to_end_over_the_stream(server: Running, logs: LogLi
     assert ended["media_frames_in"] == twilio.chunk
     assert ended["audio_bytes_in"] == twilio.chunk * len(SILENCE)
     assert runner.turns == []  # silence is not a turn
+
+
+@pytest.mark.slow
+async def test_caller_speech_gets_an_answer_over_the_stream(server: Running) -> None:
+    """Phone audio in, through whisper, the scripted agent and eSpeak, and back out."""
+    from app.providers.local_tts import render
+
+    params = await admitted_call(server, 14)
+    speech = render("Hello. I would like to book an appointment, please.", MULAW_8K)
+    async with media_socket(server) as ws:
+        twilio = FakeTwilio(ws, 14)
+        await twilio.open(params)
+        async with asyncio.timeout(20):
+            while not twilio.echoed:  # let the greeting play out, as a polite caller would
+                await twilio.pump(0.1)
+        await twilio.pump(0.5)
+        greeting = len(twilio.audio)
+        runner = server.ctx.calls.get(call_sid(14))
+        for i in range(0, len(speech), 160):  # 20 ms frames in real time
+            await twilio.media(speech[i : i + 160])
+            await twilio.read_available()
+            await asyncio.sleep(0.02)
+        async with asyncio.timeout(30):
+            while not runner.turns or len(twilio.audio) <= greeting:
+                await twilio.pump(0.1)
+        assert runner.turns[0].first_audio_sent is not None
+        assert [line.role for line in runner.transcript][:2] == ["agent", "caller"]
+        await twilio.stop()
+        assert await twilio.drain_until_closed() == 1000
 
 
 async def test_agent_hangup_closes_the_socket_normally(server: Running, logs: LogLines) -> None:
