@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Route
 
-from app import callcentre
+from app import callcentre, store
 from app.ops import calls_api, metrics, zombies
 from app.runtime.context import AppContext
 from app.transports import twilio, webrtc
@@ -36,12 +36,14 @@ def create_app(ctx: AppContext) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await store.start(ctx)  # call records (SQLite, or PostgreSQL by DATABASE_URL)
         await callcentre.start(ctx)
         await zombies.start(ctx)  # close records of calls a dead process left open
         yield
         await webrtc.aclose(ctx)  # after any drain: hang up web calls still open
         await zombies.stop(ctx)
         await callcentre.stop(ctx)  # then finish the post-call jobs of every call
+        await store.stop(ctx)  # last: flushes the records of every call
 
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.ctx = ctx

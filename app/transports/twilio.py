@@ -218,6 +218,8 @@ class TwilioEdge:
             "to": call.to_number or "",
         }
         event(log, "twilio_call_answered", direction=call.direction, caller=caller, callee=callee)
+        if (records := self.ctx.extras.get("call_records")) is not None:
+            records.open_call(call)  # the call's record exists from the webhook on
         return _xml(connect_stream(ws_url_for(url, MEDIA_PATH), parameters))
 
     def _admit(self, call_sid: str) -> bool:
