@@ -229,3 +229,17 @@ async def test_bad_caller_audio_fails_before_dialing(line: CallerLine) -> None:
         result = await simulate_call(url, [line], OPTIONS)
     assert not result.connected and result.error is not None and "missing.wav" in result.error
     assert agent.webhooks == []
+
+
+async def test_call_timeout_hangs_up_and_keeps_what_was_measured() -> None:
+    agent = FakeAgent(greeting=tone(300), reply=tone(5000, 880))
+    opts = CallOptions(
+        public_url=PUBLIC_URL, auth_token=AUTH_TOKEN, settle_ms=200, call_timeout=2.5
+    )
+    async with agent.serve() as url:
+        result = await simulate_call(url, [caller(300), caller(300)], opts)
+    assert result.connected and not result.ok
+    assert result.error == "call did not end within 2.5 s"
+    assert result.hangup == "caller" and len(agent.streams[0].events("stop")) == 1
+    assert result.turns[1].latency_ms is not None  # the reply that had started is kept
+    assert 2.4 < result.duration_s < 3.5
