@@ -11,6 +11,10 @@ const STAGES = [
   ["first_audio_sent", "send", "#d97706"],
 ];
 const SVG = "http://www.w3.org/2000/svg";
+// Twilio's status callbacks own a phone call's status; until the final one arrives an ended
+// call still reads "in-progress" (or "queued"), so the agent's end is shown instead.
+const FINAL = new Set(["completed", "busy", "no-answer", "failed", "canceled"]);
+function shownStatus(c) { return c.end_reason && !FINAL.has(c.status) ? "ended" : c.status; }
 const state = { token: null, selected: null };
 
 function $(id) { return document.getElementById(id); }
@@ -95,7 +99,7 @@ async function refreshRecent() {
   fillRows($("recent"), data.calls.map((c) => ({
     id: c.id,
     cells: [fmtTime(c.started_at || c.created_at), c.direction, c.from, c.to,
-      fmtSecs(c.duration_s), c.status, c.outcome || c.end_reason || "—", fmtCost(c.cost)],
+      fmtSecs(c.duration_s), shownStatus(c), c.outcome || c.end_reason || "—", fmtCost(c.cost)],
   })), 8, "No calls recorded yet", showCall);
 }
 
@@ -177,7 +181,7 @@ async function showCall(id) {
   const usage = call.usage || {};
   $("detail-meta").textContent = [
     `${call.direction} ${call.transport}`, `from ${call.from}`, `to ${call.to}`,
-    `length ${fmtSecs(call.duration_s)}`, `status ${call.status}`,
+    `length ${fmtSecs(call.duration_s)}`, `status ${shownStatus(call)}`,
     `ended: ${call.end_reason || "—"}`, `cost ${fmtCost(call.cost)}`,
     `LLM tokens ${(usage.llm_input_tokens || 0) + (usage.llm_output_tokens || 0)}`,
     call.live ? "LIVE" : "",
