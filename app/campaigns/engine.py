@@ -101,14 +101,15 @@ class CampaignEngine:
     async def _dial(self, contact: ClaimedContact, camp: dict[str, Any]) -> None:
         store, out = self.store, self.service.out
         try:
+            # Database work before the wait, so the request leaves right at its slot.
+            current = await store.get(self.campaign_id)
+            if current is None or current["status"] != "running":
+                await store.release(contact, now=self.clock.now(), retry_at=self.clock.now())
+                return
             await self.service.wait_for_slot(
                 ((f"campaign:{self.campaign_id}", pacing_interval(camp["cps"])),)
             )
             now = self.clock.now()
-            current = await store.get(self.campaign_id)
-            if current is None or current["status"] != "running":
-                await store.release(contact, now=now, retry_at=now)
-                return
             start, end = camp["hours_start_min"], camp["hours_end_min"]
             if not policy.within_hours(now, contact.timezones, start, end):
                 # The window closed while we waited for a slot: not a single call outside it.
