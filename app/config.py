@@ -197,6 +197,12 @@ class OpsSettings:
     zombie_sweep_interval_s: float = 60.0
     # over capacity or draining, callers are sent here (E.164) instead of being hung up on
     overflow_number: str | None = None
+    # the operator's own rates in dollars (app.ops.pricing); unset: costs are unknown
+    price_telephony_per_min: float | None = None
+    price_stt_per_min: float | None = None
+    price_llm_input_per_mtok: float | None = None
+    price_llm_output_per_mtok: float | None = None
+    price_tts_per_1k_chars: float | None = None
 
 
 def _ops_settings(e: _Env) -> OpsSettings:
@@ -208,7 +214,16 @@ def _ops_settings(e: _Env) -> OpsSettings:
         drain_grace_s=e.float("DRAIN_GRACE_S", 15.0, 0, 300),
         zombie_sweep_interval_s=e.float("ZOMBIE_SWEEP_INTERVAL_S", 60.0, 1, 86_400),
         overflow_number=_e164_or_none(e, "OVERFLOW_NUMBER"),
+        price_telephony_per_min=_price(e, "PRICE_TELEPHONY_PER_MIN"),
+        price_stt_per_min=_price(e, "PRICE_STT_PER_MIN"),
+        price_llm_input_per_mtok=_price(e, "PRICE_LLM_INPUT_PER_MTOK"),
+        price_llm_output_per_mtok=_price(e, "PRICE_LLM_OUTPUT_PER_MTOK"),
+        price_tts_per_1k_chars=_price(e, "PRICE_TTS_PER_1K_CHARS"),
     )
+
+
+def _price(e: _Env, key: str) -> float | None:
+    return e.float(key, 0.0, 0, 1_000_000) if e.opt(key) is not None else None
 
 
 def _e164_or_none(e: _Env, key: str) -> str | None:

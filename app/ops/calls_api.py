@@ -26,6 +26,7 @@ from starlette.routing import BaseRoute, Route
 
 from app.core.records import TurnMetrics
 from app.logs import event, get_logger, mask_phone
+from app.ops import pricing
 from app.ops.metrics import bearer_ok
 from telephony.security import is_loopback
 
@@ -39,7 +40,18 @@ _STAMPS = ("speech_end", "stt_final", "turn_committed", "llm_first_token", "tts_
 # --------------------------------------------------------------------------- shaping (pure)
 
 
-def call_summary(row: dict[str, Any]) -> dict[str, Any]:
+def _cost(row: dict[str, Any], rates: pricing.Rates | None) -> float | None:
+    """The stored cost, else priced from the stored usage with the configured rates."""
+    if row.get("cost") is not None or rates is None or not row.get("end_reason"):
+        return row.get("cost")
+    duration = row.get("duration_s")
+    if duration is None and row.get("ended_at") and row.get("started_at"):
+        duration = row["ended_at"] - row["started_at"]
+    usage = pricing.usage_from_row(row.get("usage"))
+    return pricing.call_cost(rates, usage, duration, row.get("transport") or "")
+
+
+def call_summary(row: dict[str, Any], rates: pricing.Rates | None = None) -> dict[str, Any]:
     return {
         "id": row["id"],
         "transport": row.get("transport"),
@@ -53,7 +65,7 @@ def call_summary(row: dict[str, Any]) -> dict[str, Any]:
         "duration_s": row.get("duration_s"),
         "end_reason": row.get("end_reason"),
         "outcome": row.get("outcome"),
-        "cost": row.get("cost"),
+        "cost": _cost(row, rates),
         "campaign_id": row.get("campaign_id"),
     }
 
@@ -69,9 +81,9 @@ def turn_view(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def call_detail(call: dict[str, Any]) -> dict[str, Any]:
+def call_detail(call: dict[str, Any], rates: pricing.Rates | None = None) -> dict[str, Any]:
     return {
-        **call_summary(call),
+        **call_summary(call, rates),
         "usage": call.get("usage") or {},
         "summary": call.get("summary"),
         "transcript": [
@@ -116,6 +128,7 @@ def _int(raw: str | None, default: int, lo: int, hi: int) -> int:
 
 def routes(ctx: Any) -> list[BaseRoute]:
     token = ctx.settings.ops.api_token
+    rates = pricing.rates_from(ctx.settings.ops)
 
     def refused(request: Request) -> Response | None:
         if token:
@@ -147,7 +160,7 @@ def routes(ctx: Any) -> list[BaseRoute]:
             status=q.get("status") or None,
             campaign_id=q.get("campaign") or None,
         )
-        return JSONResponse({"calls": [call_summary(r) for r in rows]})
+        return JSONResponse({"calls": [call_summary(r, rates) for r in rows]})
 
     async def get_call(request: Request) -> Response:
         if (denied := refused(request)) is not None:
@@ -160,7 +173,7 @@ def routes(ctx: Any) -> list[BaseRoute]:
         call = await s.calls.get_call(call_id)
         if call is None:
             return JSONResponse({"error": "no such call"}, status_code=404)
-        detail = call_detail(call)
+        detail = call_detail(call, rates)
         detail["live"] = ctx.calls.get(call_id) is not None
         return JSONResponse(detail)
 

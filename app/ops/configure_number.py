@@ -23,11 +23,11 @@ from twilio.rest import Client
 
 from app.config import ConfigError, Settings
 from app.logs import event, get_logger, mask_phone, register_secret
+from app.transports.twilio import VOICE_PATH
 
 log = get_logger(__name__)
 
-# Paths of the webhooks the Twilio transport serves.
-VOICE_PATH = "/twilio/voice"
+# The status callback route is served by app.outbound.routes.
 STATUS_PATH = "/twilio/status"
 HTTP_TIMEOUT_S = 15.0
 

@@ -27,6 +27,7 @@ from starlette.routing import BaseRoute, Route
 from app.core.providers import CallInfo
 from app.core.records import CallEnded, CallEvent, TurnMetrics, Usage
 from app.logs import event, get_logger
+from app.ops import pricing
 
 log = get_logger(__name__)
 
@@ -213,7 +214,8 @@ def install(ctx: Any) -> Metrics:
     """The context's metrics, created and registered as a call observer on first use."""
     metrics = ctx.extras.get("metrics")
     if metrics is None:
-        metrics = Metrics(ctx.calls, pricer=ctx.extras.get("pricer"))
+        price = ctx.extras.get("pricer") or pricing.pricer(pricing.rates_from(ctx.settings.ops))
+        metrics = Metrics(ctx.calls, pricer=price)
         ctx.extras["metrics"] = metrics
         ctx.observers.append(metrics)
     return metrics

@@ -209,6 +209,8 @@ class TwilioEdge:
                 caller=caller,
                 callee=callee,
             )
+            if (metrics := self.ctx.extras.get("metrics")) is not None:
+                metrics.rejected("twilio", "draining" if self.ctx.calls.draining else "full")
             return _xml(reject_busy(BUSY_MESSAGE, self.ctx.settings.ops.overflow_number))
         parameters = {
             "token": self.tokens.issue(call.call_id, self.now()),

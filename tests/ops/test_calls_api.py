@@ -117,3 +117,21 @@ async def test_without_a_store_the_api_says_so() -> None:
         response = await c.get("/api/calls")
         assert response.status_code == 503
         assert (await c.get("/api/live")).status_code == 200
+
+
+async def test_cost_is_priced_from_usage_with_configured_rates(store: object) -> None:
+    ctx = Ctx(store)
+    ctx.settings = Settings(ops=OpsSettings(price_stt_per_min=0.0043,
+                                            price_llm_input_per_mtok=1.0,
+                                            price_llm_output_per_mtok=5.0,
+                                            price_tts_per_1k_chars=0.3))
+    app = Starlette(routes=calls_api.routes(ctx))
+    async with client(app) as c:
+        calls = (await c.get("/api/calls")).json()["calls"]
+        expected = round(9.5 / 60 * 0.0043 + 420e-6 + 60 * 5e-6 + 0.12 * 0.3, 6)
+        assert [x["cost"] for x in calls] == [expected, expected]
+        detail = (await c.get(f"/api/calls/{calls[0]['id']}")).json()
+        assert detail["cost"] == expected
+    async with client(Starlette(routes=calls_api.routes(Ctx(store)))) as c:
+        assert [x["cost"] for x in (await c.get("/api/calls")).json()["calls"]] == [None, None]
+

@@ -73,6 +73,10 @@ async def test_metrics_follow_a_call_and_overflow_is_refused(tmp_path: Path) -> 
             assert twiml.find("Dial").text == FALLBACK
             assert "busy" in twiml.find("Say").text
 
+            refused = await scrape(http)
+            assert get(refused, "voice_agent_calls_rejected_total",
+                       transport="twilio", reason="full") == 1
+
             result = await call
             assert result.error is None and result.hangup == "agent", result.error
             after = await scrape(http)
