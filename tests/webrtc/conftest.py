@@ -60,9 +60,31 @@ def make_settings(**webrtc: Any) -> Settings:
 def server_factory() -> Callable[..., Any]:
     """``async with server_factory(providers=..., **webrtc_settings) as srv``."""
 
-    def factory(providers: Any = None, phrases: Any = None, settings: Settings | None = None,
-                **webrtc: Any) -> Any:
+    def factory(
+        providers: Any = None, phrases: Any = None, settings: Settings | None = None, **webrtc: Any
+    ) -> Any:
         ctx = AppContext(settings or make_settings(**webrtc), providers, phrases)
         return serve(ctx)
 
     return factory
+
+
+async def local_context(settings: Settings | None = None) -> AppContext:
+    """The embedded local providers (Whisper tiny.en, the scripted receptionist, eSpeak NG) and
+    warm fixed phrases: what ``voice-agent serve`` runs without API keys."""
+    from app.core.audio import CANONICAL
+    from app.providers.local_stt import WhisperStt
+    from app.providers.local_tts import EspeakTts
+    from app.providers.scripted import ScriptedAgent
+    from app.runtime.context import Providers
+    from app.runtime.phrases import PhraseCache
+    from app.runtime.runner import script_from_settings
+
+    settings = settings or make_settings()
+    stt = WhisperStt()
+    await asyncio.to_thread(stt.warm)
+    providers = Providers(stt=stt, llm=ScriptedAgent(), tts=EspeakTts())
+    phrases = PhraseCache()
+    script = script_from_settings(settings.agent)
+    await phrases.warm(providers.tts, script.cached_phrases(), formats=(CANONICAL,))
+    return AppContext(settings, providers, phrases)

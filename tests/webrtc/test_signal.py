@@ -171,8 +171,10 @@ def test_a_browser_offer_is_accepted() -> None:
         ({"sdp": CHROME_OFFER.replace("a=ice-pwd", "a=x-pwd"), "type": "offer"}, "bad_sdp"),
         ({"sdp": CHROME_OFFER.replace("a=fingerprint", "a=x-fp"), "type": "offer"}, "bad_sdp"),
         (
-            {"sdp": CHROME_OFFER.replace("opus/48000/2", "G722/8000").replace("PCMU", "X"),
-             "type": "offer"},
+            {
+                "sdp": CHROME_OFFER.replace("opus/48000/2", "G722/8000").replace("PCMU", "X"),
+                "type": "offer",
+            },
             "bad_sdp",
         ),
         ({"sdp": "v=0" + "x" * 70_000, "type": "offer"}, "bad_sdp"),
