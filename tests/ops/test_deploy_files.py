@@ -11,11 +11,15 @@ import ast
 import fnmatch
 import re
 import shlex
+import sys
 import tomllib
 from dataclasses import dataclass, field
+from importlib import metadata
 from pathlib import Path
 
 import pytest
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 from setuptools import find_packages
 
 from app.config import Settings
@@ -174,6 +178,66 @@ def first_party_imports(files: list[str]) -> dict[str, set[str]]:
     return found
 
 
+def _import_nodes(tree: ast.AST, at_import_time: bool) -> list[ast.AST]:
+    """Import statements run when the module is imported (module and class bodies), or only
+    those inside functions (lazy imports)."""
+    found: list[ast.AST] = []
+
+    def visit(node: ast.AST, in_function: bool) -> None:
+        for child in ast.iter_child_nodes(node):
+            nested = in_function or isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef)
+            if isinstance(child, ast.Import | ast.ImportFrom) and nested != at_import_time:
+                found.append(child)
+            visit(child, nested)
+
+    visit(tree, False)
+    return found
+
+
+def third_party_imports(files: list[str], at_import_time: bool = True) -> dict[str, set[str]]:
+    """Top-level third-party modules the packaged code imports when loaded, or lazily."""
+    local = {p.name for p in ROOT.iterdir() if (p / "__init__.py").exists()}
+    found: dict[str, set[str]] = {}
+    for rel in files:
+        if not rel.endswith(".py"):
+            continue
+        tree = ast.parse((ROOT / rel).read_text(), filename=rel)
+        for node in _import_nodes(tree, at_import_time):
+            names: list[str] = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            for name in names:
+                root = name.split(".")[0]
+                if root not in local and root not in sys.stdlib_module_names:
+                    found.setdefault(root, set()).add(rel)
+    return found
+
+
+def runtime_distributions(extras: bool = False) -> set[str]:
+    """Distributions pip installs for ``pip install .`` (with ``extras``: ``.[all extras]``),
+    transitively."""
+    seen: set[str] = set()
+    declared = list(PYPROJECT["project"]["dependencies"])
+    if extras:
+        for group in PYPROJECT["project"].get("optional-dependencies", {}).values():
+            declared.extend(group)
+    todo = [Requirement(r) for r in declared]
+    while todo:
+        req = todo.pop()
+        name = canonicalize_name(req.name)
+        if name in seen or (req.marker is not None and not req.marker.evaluate({"extra": ""})):
+            continue
+        seen.add(name)
+        try:
+            requires = metadata.requires(req.name) or []
+        except metadata.PackageNotFoundError:
+            continue
+        todo.extend(Requirement(r) for r in requires)
+    return seen
+
+
 # --------------------------------------------------------------------------- tests: image
 
 
@@ -214,6 +278,32 @@ def test_app_imports_only_packaged_first_party_code() -> None:
     assert "app" in imports  # the scan does see the app's own imports
     stray = {name: sorted(by) for name, by in imports.items() if name not in packaged}
     assert not stray, f"imported but not packaged (so not in the image): {stray}"
+
+
+def _undeclared(imports: dict[str, set[str]], allowed: set[str]) -> dict[str, list[str]]:
+    by_module = metadata.packages_distributions()
+    return {
+        module: sorted(files)
+        for module, files in imports.items()
+        if not any(canonicalize_name(d) in allowed for d in by_module.get(module, []))
+    }
+
+
+def test_every_module_level_import_is_a_runtime_dependency() -> None:
+    """Dev-only packages (pytest, playwright, matplotlib ...) are not in the image, and the
+    build's warm check imports every module: those imports must all be installed there."""
+    imports = third_party_imports(packaged_files())
+    assert {"starlette", "twilio"} <= imports.keys()  # the scan does see them
+    missing = _undeclared(imports, runtime_distributions())
+    assert not missing, f"imported by the app but not a runtime dependency: {missing}"
+
+
+def test_lazy_imports_are_declared_somewhere() -> None:
+    """An import inside a function may be a dev-only tool (the benchmark's charts), but it
+    must still be a declared dependency, or nothing installs it at all."""
+    imports = third_party_imports(packaged_files(), at_import_time=False)
+    missing = _undeclared(imports, runtime_distributions(extras=True))
+    assert not missing, f"imported lazily but declared nowhere: {missing}"
 
 
 def test_runtime_stage_is_slim_non_root_and_warm(stages: list[Stage]) -> None:
