@@ -15,7 +15,10 @@ from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Route
 
 from app import callcentre, store
+from app.campaigns import api as campaigns_api
 from app.ops import calls_api, metrics, zombies
+from app.outbound import lifecycle as outbound
+from app.outbound import routes as outbound_routes
 from app.runtime.context import AppContext
 from app.transports import twilio, webrtc
 
@@ -33,13 +36,17 @@ def create_app(ctx: AppContext) -> Starlette:
     routes += metrics.routes(ctx)
     routes += calls_api.routes(ctx)
     routes += callcentre.routes(ctx)
+    routes += outbound_routes.routes(ctx)  # Twilio status and AMD callbacks
+    routes += campaigns_api.routes(ctx)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await store.start(ctx)  # call records (SQLite, or PostgreSQL by DATABASE_URL)
         await callcentre.start(ctx)
         await zombies.start(ctx)  # close records of calls a dead process left open
+        await outbound.start(ctx)  # outbound calls; dials running campaigns (CAMPAIGN_DIALER)
         yield
+        await outbound.stop(ctx)  # first: place no new calls
         await webrtc.aclose(ctx)  # after any drain: hang up web calls still open
         await zombies.stop(ctx)
         await callcentre.stop(ctx)  # then finish the post-call jobs of every call

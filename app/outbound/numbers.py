@@ -36,6 +36,15 @@ _REFUSED_TYPES = {
 }
 
 
+_PARSE_ERRORS = {
+    NumberParseException.INVALID_COUNTRY_CODE: "no or unknown country code",
+    NumberParseException.NOT_A_NUMBER: "not a number",
+    NumberParseException.TOO_SHORT_AFTER_IDD: "too short",
+    NumberParseException.TOO_SHORT_NSN: "too short",
+    NumberParseException.TOO_LONG: "too long",
+}
+
+
 def normalise(
     raw: str, allowed_countries: Collection[str] | None, default_region: str | None = None
 ) -> DialNumber:
@@ -50,7 +59,8 @@ def normalise(
     try:
         number = phonenumbers.parse(text, None if text.startswith("+") else default_region)
     except NumberParseException as exc:
-        raise NumberRefused(f"not a phone number ({exc.error_type.name.lower()})") from None
+        why = _PARSE_ERRORS.get(exc.error_type, "unreadable")
+        raise NumberRefused(f"not a phone number ({why})") from None
     region = phonenumbers.region_code_for_number(number)
     if not phonenumbers.is_valid_number(number):
         raise NumberRefused("not a valid number", region)

@@ -1,0 +1,85 @@
+"""``set_outcome``: the agent records how a call went (for campaigns and the call record).
+
+The session executes tools; this module gives the tool's spec and the handler it runs:
+``apply_outcome(store, call_id, outcome, summary)``. ``do_not_call`` also puts the callee's
+number on the do-not-call list, so no campaign dials it again.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import Any
+
+import sqlalchemy as sa
+
+from app.core.providers import ToolSpec
+from app.logs import bind_call, event, get_logger
+from app.store.campaigns import set_contact_outcome
+from app.store.schema import calls
+
+log = get_logger(__name__)
+
+OUTCOMES = (
+    "interested",
+    "not_interested",
+    "appointment_booked",
+    "callback_requested",
+    "wrong_number",
+    "do_not_call",
+    "voicemail",
+    "other",
+)
+_SLUG = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+
+SET_OUTCOME = ToolSpec(
+    name="set_outcome",
+    description=(
+        "Record the outcome of this call once it is clear, before saying goodbye. Use "
+        "do_not_call when the person asks not to be called again."
+    ),
+    parameters={
+        "type": "object",
+        "properties": {
+            "outcome": {"type": "string", "enum": list(OUTCOMES)},
+            "summary": {"type": "string", "description": "One sentence: what was agreed."},
+        },
+        "required": ["outcome"],
+    },
+)
+
+
+async def apply_outcome(
+    store: Any, call_id: str, outcome: str, summary: str | None = None,
+    now: float | None = None,
+) -> str:
+    """Run the tool; returns the text the model sees as the tool result."""
+    outcome = (outcome or "").strip().lower()
+    if outcome not in OUTCOMES and not _SLUG.match(outcome):
+        return f"Unknown outcome. Use one of: {', '.join(OUTCOMES)}."
+    now = time.time() if now is None else now
+    summary = summary[:1000] if summary else None
+    with bind_call(call_id):
+        async with store.db.tx() as conn:
+            row = (
+                await conn.execute(
+                    sa.select(calls.c.contact_id, calls.c.to_number, calls.c.direction)
+                    .where(calls.c.id == call_id)
+                )
+            ).first()
+            if row is None:
+                event(log, "outcome_unknown_call", level=30, outcome=outcome)
+                return "Could not record the outcome: unknown call."
+            await conn.execute(
+                sa.update(calls).where(calls.c.id == call_id).values(
+                    outcome=outcome, updated_at=now, **({"summary": summary} if summary else {})
+                )
+            )
+            if row.contact_id is not None:
+                await set_contact_outcome(
+                    conn, contact_id=row.contact_id, outcome=outcome, now=now
+                )
+        if outcome == "do_not_call" and row.direction == "outbound" and row.to_number:
+            await store.campaigns.add_dnc([row.to_number], now=now, reason="asked on a call")
+        event(log, "outcome_set", outcome=outcome, summary_chars=len(summary or ""))
+    return f"Outcome recorded: {outcome}."
