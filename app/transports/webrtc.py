@@ -219,7 +219,12 @@ class WebCall:
                 self.gone.set()
                 return
             self.frames_in += 1
-            chunk = adapter.convert(frame)
+            try:
+                chunk = adapter.convert(frame)
+            except ValueError as exc:  # a codec we did not expect: end this call, not others
+                event(log, "webrtc_bad_caller_audio", error=str(exc)[:120])
+                self.runner.remote_hangup("caller audio unreadable")
+                return
             if chunk.data:
                 await self.runner.caller_audio(chunk)
 

@@ -168,6 +168,7 @@ async def test_send_audio_waits_for_room_then_continues() -> None:
         assert track.buffer.buffered == CANONICAL.bytes_for_ms(40)
     finally:
         sender.cancel()
+        await asyncio.gather(sender, return_exceptions=True)
         track.stop()
 
 

@@ -136,5 +136,15 @@ async def test_barge_in_stops_the_agent_and_trims_its_history(loopback_ice) -> N
             assistant = [m for m in runner.session.history if m.role == "assistant"]
             assert assistant[0].interrupted and assistant[0].content == cut["text"]
             assert any(e.kind == "barge_in" for e in runner.events)
+
+            # The agent ends the call: its goodbye plays, then the page is told and the peer
+            # connection closes from the server's side.
+            await caller.wait_silence()
+            mark = len(caller.captions)
+            await caller.say(speech("No, that's all. Goodbye."))
+            await caller.wait_caption("agent", "goodbye", after=mark)
+            await caller.wait_until(lambda: any(c["type"] == "hangup" for c in caller.captions))
+            await caller.wait_until(lambda: caller.pc.connectionState == "closed")
+            assert runner.ended and not ctx.calls
         finally:
             await caller.close()
