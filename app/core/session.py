@@ -116,6 +116,9 @@ class Session:
         # caller side
         self._vad: VoiceActivity | None = None
         self._pending_user: list[str] = []
+        self._restored: str | None = None  # user text taken back from a resumed turn
+        self._run = 0  # VAD speech runs so far
+        self._consumed_run = -1  # a run already part of a committed turn
         self._speech_end_at: float | None = None
         self._stt_final_at: float | None = None
         self._endpoint_at: float | None = None
@@ -260,6 +263,7 @@ class Session:
         for ev in vad.feed(to_pcm16(chunk.data, chunk.format.encoding)):
             at = now - (vad.position_ms - ev.at_ms) / 1000.0
             if isinstance(ev, SpeechStart):
+                self._run += 1
                 self._idle_at = None
                 self._endpoint_at = None  # they are still talking: keep the turn open
                 self._resume_at = None
@@ -271,6 +275,8 @@ class Session:
                 self._arm_idle(now)
         if not vad.speaking or vad.speech_ms < self.policy.barge_in_min_speech_ms:
             return
+        if self._run == self._consumed_run:
+            return  # the tail of speech that is already in a committed turn
         if self._playback.paused:
             if self.policy.is_interruption(vad.speech_ms, self._barge_words(), self._agent_text):
                 self._interrupt(now, out, barge_in=True)
@@ -316,7 +322,9 @@ class Session:
         if self.history and self.history[-1].role == "assistant":
             self.history.pop()
         if self.history and self.history[-1].role == "user":
-            self._pending_user.insert(0, self.history.pop().content)
+            restored = self.history.pop().content
+            self._pending_user.insert(0, restored)
+            self._restored = restored
         self._filler_at = self._giveup_at = None
         out.append(Emit(CallEvent("turn_resumed", now, {"turn": self._turn})))
 
@@ -410,13 +418,20 @@ class Session:
                 self._playback.clear(now)
         self._idle_at = None
         self._idle_prompted = False
+        if self._vad is not None and self._vad.speaking:
+            self._consumed_run = self._run
         self._turn += 1
         turn = self._turn
         results: tuple[ToolResult, ...] = ()
         if self.history and self.history[-1].role == "assistant" and self.history[-1].tool_calls:
             results = tuple(ToolResult(c.id, "done") for c in self.history[-1].tool_calls)
         self.history.append(Message("user", text, tool_results=results))
-        out.append(Emit(TranscriptLine("caller", text, now, turn=turn)))
+        said = text
+        if self._restored and said.startswith(self._restored):  # that part is already recorded
+            said = said[len(self._restored) :].strip()
+        self._restored = None
+        if said:
+            out.append(Emit(TranscriptLine("caller", said, now, turn=turn)))
         self._metrics[turn] = TurnMetrics(
             turn,
             speech_end=self._speech_end_at,

@@ -418,3 +418,28 @@ def test_history_after_tool_call_carries_tool_results() -> None:
     msgs = nxt.request.messages
     assert msgs[-2].role == "assistant" and msgs[-2].tool_calls[0].id == "t9"
     assert msgs[-1].tool_results[0].call_id == "t9"
+
+
+def test_the_tail_of_speech_already_committed_does_not_take_the_turn_back() -> None:
+    h = Harness.create()
+    h.start()
+    h.caller(800)
+    # the recogniser closes the turn while the VAD still hears the end of the same speech run
+    out = h.send(final("what are your opening hours"))
+    out += h.advance(0)
+    (start,) = of(StartLlm, out)
+    out = h.caller(300)  # same run goes on a little
+    assert CancelLlm(start.turn) not in out
+    assert not events(h, "turn_resumed")
+
+
+def test_a_resumed_turn_records_each_caller_line_once() -> None:
+    h = Harness.create()
+    h.start()
+    take_turn(h, "I'd like to book")
+    h.caller(400)
+    h.caller(500, voiced=False)
+    h.send(final("for tomorrow at ten"))
+    h.advance(0)
+    caller_lines = [r.text for r in records(h, TranscriptLine) if r.role == "caller"]
+    assert caller_lines == ["I'd like to book", "for tomorrow at ten"]

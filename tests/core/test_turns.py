@@ -45,7 +45,9 @@ def test_complete_turns_get_the_normal_wait(text: str) -> None:
 
 
 def test_wait_is_bounded() -> None:
-    assert TurnPolicy(unfinished_wait_ms=9000, max_endpoint_ms=3000).endpoint_delay_ms("and") == 3000
+    assert (
+        TurnPolicy(unfinished_wait_ms=9000, max_endpoint_ms=3000).endpoint_delay_ms("and") == 3000
+    )
 
 
 def test_trailing_digits_counts_digits_and_number_words() -> None:
