@@ -142,6 +142,8 @@ class FakeTwilio:
         self.callbacks: list[Callback] = []
         self.attempts_by_to: dict[str, int] = {}
         self.geo_blocked: set[str] = set()  # numbers refused with 21215
+        self.drop_callbacks = False  # lose every callback (recorded in ``dropped``)
+        self.dropped: list[Callback] = []
         self._throttle_next = 0
         self._tasks: set[asyncio.Task[None]] = set()
         self._http: httpx.AsyncClient | None = None
@@ -386,6 +388,9 @@ class FakeTwilio:
 
     async def _post(self, url: str, params: dict[str, str]) -> httpx.Response | None:
         assert self._http is not None
+        if self.drop_callbacks:
+            self.dropped.append(Callback(url, params, None))
+            return None
         signature = self.validator.compute_signature(url, params)
         try:
             response = await self._http.post(
