@@ -75,7 +75,8 @@ async def outbound(need_twilio: bool = True) -> AsyncIterator[OutboundService]:
 
 async def _dial(args: argparse.Namespace) -> int:
     variables = parse_vars(args.var)
-    async with outbound() as service:
+    # Number checks come first (and are logged) even when Twilio is not configured.
+    async with outbound(need_twilio=False) as service:
         try:
             placed = await service.dial(
                 args.number, variables=variables, prompt=args.prompt,
