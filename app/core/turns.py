@@ -95,8 +95,10 @@ class TurnPolicy:
             return False
         if words[-1] in _TRAILING and not stripped.endswith(("?", "!")):
             return True
+        # Three or more digits read out, short of a whole phone or card number: more is coming.
+        # ("at 10" is a time, not the start of a number.)
         digits = trailing_digits(stripped)
-        if 0 < digits and digits not in _COMPLETE_DIGITS and (digits >= 3 or len(words) > 2):
+        if digits >= 3 and digits not in _COMPLETE_DIGITS:
             return True
         return _spelling(words)
 

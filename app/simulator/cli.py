@@ -6,9 +6,11 @@ import argparse
 import asyncio
 import os
 import statistics
+import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 from rich.console import Console
 from rich.markup import escape
 
@@ -89,7 +91,50 @@ def run(args: argparse.Namespace) -> int:
     console.print(f"Calling {escape(server)}; the transcript follows the call …", style="dim")
     result = asyncio.run(simulate_call(server, lines, options))
     show(console, result)
+    if result.connected:
+        record = fetch_record(server, result.call_sid, os.environ.get("API_TOKEN"))
+        if record is not None:
+            show_record(console, record)
     return 0 if result.ok else 1
+
+
+def fetch_record(server: str, call_sid: str, token: str | None) -> dict[str, Any] | None:
+    """The server's own record of the call (exact words both ways, per-turn latency), from its
+    calls API. None when the server keeps no records or refuses us: the printout above, which
+    is what the phone heard, stands on its own."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    url = f"{server.rstrip('/')}/api/calls/{call_sid}"
+    for _ in range(10):  # records are written just after the call: give them a moment
+        try:
+            reply = httpx.get(url, headers=headers, timeout=3.0)
+        except httpx.HTTPError:
+            return None
+        if reply.status_code == 200:
+            record = reply.json()
+            if record.get("transcript"):
+                return record  # type: ignore[no-any-return]
+        elif reply.status_code != 404:
+            return None
+        time.sleep(0.3)
+    return None
+
+
+def show_record(console: Console, record: dict[str, Any]) -> None:
+    console.print("\nThe server's record of the call:", style="bold")
+    stages = {t["turn"]: t.get("stages_ms", {}) for t in record.get("turns", [])}
+    shown: set[int] = set()
+    for line in record.get("transcript", []):
+        role = "Caller" if line["role"] == "caller" else "Agent"
+        colour = "cyan" if role == "Caller" else "green"
+        cut = " [yellow](cut off)[/]" if line.get("interrupted") else ""
+        console.print(f"[bold {colour}]{role}[/]: {escape(line['text'])}{cut}")
+        turn = line.get("turn")
+        if role == "Agent" and turn in stages and turn not in shown:
+            shown.add(turn)
+            parts = [f"{k} {v:.0f} ms" for k, v in stages[turn].items() if v is not None]
+            console.print("  [dim]" + escape(", ".join(parts)) + "[/]")
+    if record.get("end_reason"):
+        console.print(f"ended: {escape(str(record['end_reason']))}", style="dim")
 
 
 def _ms(value: float | None) -> str:

@@ -35,6 +35,8 @@ def test_unfinished_turns_wait_longer(text: str) -> None:
         "What are your opening hours?",
         "No thanks, goodbye.",
         "At 10.",
+        "I'd like to book an appointment tomorrow at 10.",
+        "Can you move it to Friday at 3 pm instead?",
         "Friday",
         "Is that okay?",
     ],
