@@ -22,7 +22,7 @@ from app.config import ConfigError
 VERSION = 1
 _E164 = re.compile(r"^\+[1-9]\d{6,14}$")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
-ToolName = Literal["end_call", "transfer_call", "collect_digits", "send_digits"]
+ToolName = Literal["end_call", "transfer_call", "collect_digits", "send_digits", "set_outcome"]
 
 
 class AgentConfigError(ConfigError):

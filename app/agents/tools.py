@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+from app.campaigns.tools import SET_OUTCOME
 from app.core.providers import ToolSpec
 from app.core.session import END_CALL
 
@@ -54,5 +55,6 @@ SEND_DIGITS = ToolSpec(
 )
 
 SPECS: dict[str, ToolSpec] = {
-    spec.name: spec for spec in (END_CALL, TRANSFER_CALL, COLLECT_DIGITS, SEND_DIGITS)
+    spec.name: spec
+    for spec in (END_CALL, TRANSFER_CALL, COLLECT_DIGITS, SEND_DIGITS, SET_OUTCOME)
 }

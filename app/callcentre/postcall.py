@@ -185,7 +185,7 @@ class PostCall:
             return
         writer = self.ctx.extras.get("call_records")
         if writer is not None:  # the call row is written by the record writer: let it land
-            await writer.flush(timeout=5.0)
+            await writer.flush(wait_s=5.0)
         ok = await store.calls.set_outcome(call_id, outcome.outcome, outcome.summary, self.clock())
         if not ok:
             event(log, "call_outcome_unrecorded", logging.WARNING, reason="no call row")

@@ -24,6 +24,7 @@ from app.callcentre.call import (
 )
 from app.callcentre.digits import FieldRequest
 from app.callcentre.rest import CallControl, CallControlError
+from app.campaigns.tools import SET_OUTCOME, apply_outcome
 from app.core.providers import CallInfo, Message, ToolCall
 from app.logs import event, get_logger, mask_phone
 from telephony.security import StreamTokens, stream_url
@@ -80,6 +81,8 @@ class CallCentre:
                 providers = Providers(stt=providers.stt, llm=providers.llm, tts=tts)
         else:
             script = script_from_settings(settings.agent)
+            if call.direction == "outbound":  # campaigns want to know how each call went
+                script = dataclasses.replace(script, tools=(*script.tools, SET_OUTCOME))
         history = self.resume.pop(call.call_id, None)
         if history is not None:
             script = dataclasses.replace(script, greeting="")  # same call: no second hello
@@ -116,7 +119,21 @@ class CallCentre:
             "transfer_call": self._tool_transfer,
             "collect_digits": self._tool_collect,
             "send_digits": self._tool_send_digits,
+            "set_outcome": self._tool_outcome,
         }
+
+    async def _tool_outcome(self, call: CallInfo, tool: ToolCall) -> None:
+        store = self.ctx.extras.get("store")
+        if store is None:
+            event(log, "outcome_not_stored", reason="no store")
+            return
+        summary = tool_argument(tool, "summary", None)
+        await apply_outcome(
+            store,
+            call.call_id,
+            str(tool_argument(tool, "outcome", "")),
+            str(summary) if summary else None,
+        )
 
     async def _tool_transfer(self, call: CallInfo, tool: ToolCall) -> None:
         f = self.live.get(call.call_id)

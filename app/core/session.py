@@ -455,11 +455,18 @@ class Session:
 
     def _request(self) -> LlmRequest:
         return LlmRequest(
-            system=_fill(self.script.system_prompt, self.call.variables),
+            system=self._system_prompt(),
             messages=tuple(_normalise(self.history[-self.script.max_history_messages :])),
             tools=self.script.tools,
             call=self.call,
         )
+
+    def _system_prompt(self) -> str:
+        """The agent's prompt with this call's variables filled in, plus the call's own
+        instructions (an outbound call's ``--prompt``) when it has them."""
+        prompt = _fill(self.script.system_prompt, self.call.variables)
+        extra = self.call.variables.get("instructions")
+        return f"{prompt}\n\nFor this call: {extra}" if extra else prompt
 
     def _cancel_llm(self, out: list[Action]) -> None:
         if self._llm_turn is not None:

@@ -79,6 +79,9 @@ class CallOptions:
     caller_voice: str = "en-us"
     caller_rate_wpm: int = 175
     wav_out: Path | None = None  # write the stereo recording here
+    # An outbound call the server placed answers with Direction outbound-api and its own SID.
+    direction: str = "inbound"
+    call_sid: str | None = None
     transcribe: bool = False  # transcribe each agent reply with the local Whisper model
 
 

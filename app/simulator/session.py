@@ -67,7 +67,9 @@ class SimulatedCall:
         self.public_url = (options.public_url or server).rstrip("/")
         self.lines = lines
         self.options = options
-        self.result = CallResult(call_sid=new_sid("CA"), stream_sid=new_sid("MZ"))
+        self.result = CallResult(
+            call_sid=options.call_sid or new_sid("CA"), stream_sid=new_sid("MZ")
+        )
         self.result.turns.append(Turn(0))
         self.playback = PlaybackClock()
         self._loop = asyncio.get_running_loop()
@@ -181,10 +183,10 @@ class SimulatedCall:
             "AccountSid": o.account_sid,
             "ApiVersion": "2010-04-01",
             "CallSid": self.result.call_sid,
-            "CallStatus": "ringing",
+            "CallStatus": "in-progress" if o.direction != "inbound" else "ringing",
             "Called": o.to_number,
             "Caller": o.from_number,
-            "Direction": "inbound",
+            "Direction": o.direction,
             "From": o.from_number,
             "To": o.to_number,
         }

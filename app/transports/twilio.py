@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import re
 import time
@@ -335,10 +336,31 @@ class _StreamSession:
         call = _call_info(
             start.call_sid, params.get("direction"), params.get("from"), params.get("to")
         )
+        call = await self._call_context(call, params.get("agent"))
         self.runner = self.ctx.new_runner(call, self.sink)
         event(log, "twilio_stream_started", stream_sid=start.stream_sid, tracks=list(start.tracks))
         self.task = asyncio.create_task(self._run_call(call), name=f"call-{call.call_id}")
         return True
+
+    async def _call_context(self, call: CallInfo, agent: str | None) -> CallInfo:
+        """Who the agent is for this call and what it knows: an explicit agent parameter, and
+        for an outbound call we placed, its prompt, variables and campaign from the store."""
+        variables: dict[str, str] = {}
+        store = self.ctx.extras.get("store")
+        if call.direction == "outbound" and store is not None:
+            try:
+                placed = await store.call_context(call.call_id)
+            except Exception as exc:  # the call goes on with the default agent
+                event(log, "call_context_failed", logging.WARNING, error=type(exc).__name__)
+                placed = None
+            if placed is not None:
+                variables.update(placed.variables)
+                if placed.prompt:
+                    variables["instructions"] = placed.prompt
+                if placed.campaign_id is not None:
+                    variables["campaign_id"] = str(placed.campaign_id)
+                agent = agent or placed.agent
+        return dataclasses.replace(call, variables=variables, agent=agent or "default")
 
     async def _run_call(self, call: CallInfo) -> None:
         try:
