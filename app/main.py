@@ -25,12 +25,24 @@ log = get_logger(__name__)
 
 
 def register_secrets(settings: Settings) -> None:
+    """Every secret setting is masked in logs should it ever appear in a message."""
+    from urllib.parse import urlsplit
+
     cloud = settings.providers.cloud
+    db_url = settings.store.database_url
     for secret in (
         settings.twilio.auth_token,
         cloud.deepgram_api_key,
         cloud.anthropic_api_key,
         cloud.elevenlabs_api_key,
+        settings.webrtc.turn_credential,
+        settings.webrtc.turn_secret,
+        settings.webrtc.token_secret,
+        settings.ops.metrics_token,
+        settings.ops.api_token,
+        settings.ops.sentry_dsn,
+        settings.callcentre.post_call_webhook_secret,
+        urlsplit(db_url).password if db_url else None,
     ):
         register_secret(secret)
 
