@@ -63,6 +63,8 @@ class ClaudeOptions:
     stall_timeout_s: float = 3.0  # silence between events once streaming
     # All attempts together. The session covers 1.2 s with a filler phrase, so raising at 3 s
     # lets the fallback phrase follow the filler with under a second of silence.
+    # A service answering errors fast will not get better by the 4th try within a second.
+    max_attempts: int = 3
     retry_budget_s: float = 3.0
     connect_timeout_s: float = 2.0
 
@@ -225,7 +227,12 @@ class ClaudeLlm:
                 return
             except _Failure as failure:
                 remaining = deadline - loop.time()
-                retry = failure.retryable and not spoke and remaining > failure.wait + 0.05
+                retry = (
+                    failure.retryable
+                    and not spoke
+                    and attempt < self.options.max_attempts
+                    and remaining > failure.wait + 0.05
+                )
                 event(
                     log,
                     "llm_error",
@@ -252,7 +259,10 @@ class ClaudeLlm:
                 )
                 limit = min(limit, max(0.05, deadline - loop.time())) if first else limit
                 try:
-                    item = await asyncio.wait_for(queue.get(), limit)
+                    # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a
+                    # cancellation that races with a ready item, leaving a zombie stream.
+                    async with asyncio.timeout(limit):
+                        item = await queue.get()
                 except TimeoutError:
                     raise _Failure(f"no answer within {limit:.1f}s", True, 0.0) from None
                 if item is None:

@@ -226,11 +226,15 @@ class DeepgramStream:
         task, self._task = self._task, None
         if task is not None:
             try:
-                await asyncio.wait_for(asyncio.shield(task), self.options.connect_timeout_s)
-            except (TimeoutError, Exception):
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+                async with asyncio.timeout(self.options.connect_timeout_s):
+                    await asyncio.shield(task)  # let it flush and read the last results
+            except Exception:
+                pass
+            finally:
+                if not task.done():
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await task
         event(
             log,
             "stt_closed",
@@ -297,9 +301,8 @@ class DeepgramStream:
         self._session_ok = False
         async with contextlib.AsyncExitStack() as stack:
             cm = self._client.listen.v1.connect(**self._params())
-            sock = await asyncio.wait_for(
-                stack.enter_async_context(cm), self.options.connect_timeout_s
-            )
+            async with asyncio.timeout(self.options.connect_timeout_s):
+                sock = await stack.enter_async_context(cm)
             replay = self._buf.restart()
             if self._connected is not None and not self._connected.done():
                 self._connected.set_result(None)

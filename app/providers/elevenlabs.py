@@ -62,6 +62,8 @@ class TtsError(RuntimeError):
 class ElevenLabsOptions:
     first_chunk_timeout_s: float = 1.0  # quoted ~75 ms for flash; 1 s means something is wrong
     stall_timeout_s: float = 2.0  # between chunks once audio flows
+    # A service answering errors fast will not get better by the 4th try within a second.
+    max_attempts: int = 3
     retry_budget_s: float = 1.5
     connect_timeout_s: float = 1.0
 
@@ -120,7 +122,12 @@ class ElevenLabsTts:
                 return
             except _Failure as failure:
                 remaining = deadline - loop.time()
-                retry = failure.retryable and not sent and remaining > failure.wait + 0.05
+                retry = (
+                    failure.retryable
+                    and not sent
+                    and attempt < self.options.max_attempts
+                    and remaining > failure.wait + 0.05
+                )
                 event(
                     log,
                     "tts_error",
@@ -148,7 +155,10 @@ class ElevenLabsTts:
                 else:
                     limit = self.options.stall_timeout_s
                 try:
-                    item = await asyncio.wait_for(queue.get(), limit)
+                    # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a
+                    # cancellation that races with a ready item, leaving a zombie stream.
+                    async with asyncio.timeout(limit):
+                        item = await queue.get()
                 except TimeoutError:
                     raise _Failure(f"no audio within {limit:.1f}s", first, 0.0) from None
                 if item is None:

@@ -69,9 +69,10 @@ def asked(cloud: Cloud) -> list[str]:
     return out
 
 
-def answer(cloud: Cloud, question: str) -> str:
-    """The last answer to ``question``: the one the caller heard."""
-    return [a for q, a in conversation(cloud) if q == question][-1]
+def answer(cloud: Cloud, line: str) -> str:
+    """The last answer to a question ending with the caller's ``line``: the one heard. (After
+    a failed turn the session asks again with the unanswered line in front of the new one.)"""
+    return [a for q, a in conversation(cloud) if q.endswith(line)][-1]
 
 
 class Cloud:
@@ -106,8 +107,13 @@ async def cloud_call_server(**extra_env: str) -> AsyncIterator[tuple[str, Cloud]
             "anthropic",
             "elevenlabs",
         )
-        async with LoopbackServer(create_app(ctx), lifespan="on") as server:
-            yield server.url, cloud
+        try:
+            async with LoopbackServer(create_app(ctx), lifespan="on") as server:
+                yield server.url, cloud
+        finally:
+            for provider in (ctx.providers.stt, ctx.providers.llm, ctx.providers.tts):
+                if hasattr(provider, "aclose"):
+                    await provider.aclose()  # their HTTP connection pools
 
 
 async def test_full_phone_call_on_three_cloud_providers(caplog):

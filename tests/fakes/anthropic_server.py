@@ -11,10 +11,10 @@ model's minimum length writes the prefix on first sight and reads it afterwards.
 Answers come from the offline scripted receptionist replayed over the received messages, which
 may call ``end_call``; tests can pass their own ``responder``.
 
-Faults (``faults``, consumed one per request): ``"529"``, ``"500"``, ``"429"``, ``"overloaded"``
-(HTTP 200 then an SSE error event), ``"stall"`` (headers and message_start, then nothing for
-``stall_s``), ``"stall_headers"`` (no response for ``stall_s``). Latency: ``first_token_ms``,
-``tokens_per_s``.
+Faults (``faults``, consumed one per request, or ``fault_when(body)``): ``"529"``, ``"500"``,
+``"429"``, ``"overloaded"`` (HTTP 200 then an SSE error event), ``"stall"`` (headers and
+message_start, then nothing for ``stall_s``), ``"stall_headers"`` (no response for
+``stall_s``). Latency: ``first_token_ms``, ``tokens_per_s``.
 
 Run standalone: ``python -m tests.fakes.anthropic_server --port 8102``.
 """
@@ -123,12 +123,14 @@ class AnthropicFake:
     api_key: str = "sk-ant-test-key"
     responder: Responder = scripted_responder
     faults: list[str] = field(default_factory=list)
+    fault_when: Callable[[dict], str | None] | None = None  # a fault chosen by request body
     first_token_ms: float = 0.0
     tokens_per_s: float = 0.0  # 0: as fast as possible
     stall_s: float = 30.0
     # observations for tests
     requests: list[dict] = field(default_factory=list)
     headers: list[dict[str, str]] = field(default_factory=list)
+    replies: list[str] = field(default_factory=list)  # per request: the answer ("" if none)
     _cache: set[str] = field(default_factory=set)
 
     def app(self) -> Starlette:
@@ -180,7 +182,11 @@ class AnthropicFake:
         body = await request.json()
         self.requests.append(body)
         self.headers.append(dict(request.headers))
+        self.replies.append("")
+        index = len(self.replies) - 1
         fault = self.faults.pop(0) if self.faults else None
+        if fault is None and self.fault_when is not None:
+            fault = self.fault_when(body)
         if fault in {"529", "500", "429"}:
             kind = {
                 "529": "overloaded_error",
@@ -197,6 +203,7 @@ class AnthropicFake:
         if not body.get("stream"):
             return _error(400, "invalid_request_error", "this fake only streams")
         blocks = self.responder(body)
+        self.replies[index] = " ".join(v for k, v in blocks if k == "text")
         return StreamingResponse(
             self._sse(body, blocks, fault),
             media_type="text/event-stream",

@@ -21,8 +21,11 @@ class _QuietServer(uvicorn.Server):
 class LoopbackServer:
     """``async with LoopbackServer(app) as srv: srv.url``. Binds an unused port by default."""
 
-    def __init__(self, app: Any, port: int = 0, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self, app: Any = None, port: int = 0, host: str = "127.0.0.1", lifespan: str = "off"
+    ) -> None:
         self.app = app
+        self.lifespan = lifespan
         self.host = host
         self.port = port
         self._server: _QuietServer | None = None
@@ -33,16 +36,24 @@ class LoopbackServer:
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
+    def bind(self) -> str:
+        """Take the port now (before the app exists, e.g. to put its URL in settings)."""
+        if self._sock is None:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((self.host, self.port))
+            self.port = sock.getsockname()[1]
+            self._sock = sock
+        return self.url
+
     async def start(self) -> LoopbackServer:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((self.host, self.port))
-        self.port = sock.getsockname()[1]
-        self._sock = sock
+        self.bind()
+        assert self._sock is not None and self.app is not None
+        sock = self._sock
         config = uvicorn.Config(
             self.app,
             log_level="warning",
-            lifespan="off",
+            lifespan=self.lifespan,
             ws="websockets-sansio",
             timeout_graceful_shutdown=1,
         )

@@ -9,7 +9,8 @@ and ``Finalize`` in. Segmentation is by energy on audio time (not wall time), li
 service's endpointing. Words come from a recogniser: the tone code by default, Whisper if asked.
 
 Faults and latency: ``drop_after_ms`` aborts the TCP connection (no close frame) after that much
-audio on connection ``drop_connection`` (the first by default); ``final_delay_ms`` holds final
+audio on connection ``drop_connection`` (the first by default), ``drop_after_speech_ms`` once an
+utterance has run that long (mid-word, whenever it comes); ``final_delay_ms`` holds final
 results back; ``reject_connects`` refuses that many upgrades with 503.
 
 Run standalone: ``python -m tests.fakes.deepgram_server --port 8101 [--whisper]``.
@@ -104,6 +105,7 @@ class ListenEngine:
         self.t = 0.0  # audio seconds received
         self._seg_start = 0.0
         self._speaking = False
+        self._speech_start = 0.0
         self._last_voiced = 0.0
         self._last_interim = 0.0
         self._words_since_ue = False
@@ -132,6 +134,7 @@ class ListenEngine:
             self._last_voiced = self.t
             if not self._speaking:
                 self._speaking = True
+                self._speech_start = self.t - _FRAME_MS / 1000
                 self._last_interim = self.t
                 if self.opts.vad_events:
                     out.append(
@@ -174,6 +177,11 @@ class ListenEngine:
                 # Long silences are finalised too (empty transcript), as the real service does.
                 out.append(self._final(speech_final=False))
         return out
+
+    @property
+    def speech_ms(self) -> float:
+        """How long the utterance in progress has been going (0 between utterances)."""
+        return (self.t - self._speech_start) * 1000 if self._speaking else 0.0
 
     def finalize(self) -> list[Segment | Notice]:
         if self.t - self._seg_start <= 0:
@@ -247,6 +255,7 @@ class DeepgramFake:
     final_delay_ms: float = 0.0
     drop_after_ms: float | None = None  # abort connection ``drop_connection`` after this audio
     drop_connection: int = 0
+    drop_after_speech_ms: float | None = None  # abort once an utterance has run this long
     reject_connects: int = 0
     host: str = "127.0.0.1"
     port: int = 0
@@ -322,10 +331,10 @@ class DeepgramFake:
                     for item in engine.feed(message):
                         await outbox.put(item)
                     drop = self.drop_after_ms
-                    if (
-                        drop is not None
-                        and index == self.drop_connection
-                        and self.audio_bytes[index] >= drop * bytes_per_ms
+                    mid = self.drop_after_speech_ms
+                    if index == self.drop_connection and (
+                        (drop is not None and self.audio_bytes[index] >= drop * bytes_per_ms)
+                        or (mid is not None and engine.speech_ms >= mid)
                     ):
                         ws.transport.abort()  # a network drop: no close frame
                         return

@@ -54,6 +54,7 @@ def encode(text: str, rate: int = RATE) -> bytes:
             parts.append(gap)
     if not parts:
         return b""
+    parts.append(word_gap)  # a trailing pause, so clips played back to back keep words apart
     return (np.concatenate(parts) * 32767).astype("<i2").tobytes()
 
 
