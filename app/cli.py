@@ -6,6 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from app import doctor
 from app import main as serve_cmd
 from app.ops import configure_number
 from app.outbound import cli as outbound_cli
@@ -17,6 +18,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     # One line per feature: module.register(sub) adds its subcommand(s).
     serve_cmd.register(sub)
+    doctor.register(sub)
     configure_number.register(sub)
     call_cli.register(sub)
     outbound_cli.register(sub)

@@ -1,0 +1,171 @@
+"""``voice-agent doctor``: which providers a call would use, and whether each key works.
+
+One cheap request per configured key, through the same SDK the calls use: Deepgram lists the
+projects (``GET /v1/projects``), Anthropic looks up the configured model (``GET /v1/models/
+{id}``, which checks the key and the model id together), ElevenLabs reads the account
+(``GET /v1/user``). Failures are one clear line each (what failed, the HTTP status or network
+error, what to check); never a stack trace, never the key.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from app.config import ConfigError, Settings
+from app.logs import configure, register_secret
+
+TIMEOUT_S = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    what: str  # "stt: deepgram", "key: ANTHROPIC_API_KEY"
+    ok: bool
+    detail: str
+    ms: float | None = None
+
+    def line(self) -> str:
+        mark = "ok  " if self.ok else "FAIL"
+        took = f" ({self.ms:.0f} ms)" if self.ms is not None else ""
+        return f"[{mark}] {self.what}: {self.detail}{took}"
+
+
+def selection(settings: Settings) -> list[Check]:
+    from app.providers.registry import choose
+
+    out = []
+    for kind in ("stt", "llm", "tts"):
+        try:
+            name = choose(kind, settings)  # type: ignore[arg-type]
+            out.append(Check(f"{kind}", True, f"{name} ({_why(kind, name, settings)})"))
+        except ConfigError as exc:
+            out.append(Check(f"{kind}", False, str(exc)))
+    return out
+
+
+def _why(kind: str, name: str, settings: Settings) -> str:
+    wanted = getattr(settings.providers, kind)
+    if wanted == "auto":
+        return (
+            "auto: key set" if name in {"deepgram", "anthropic", "elevenlabs"} else "auto: no key"
+        )
+    return f"{kind.upper()}_PROVIDER={wanted}"
+
+
+async def _deepgram(settings: Settings) -> str:
+    from app.providers.deepgram import AsyncDeepgramClient, environment_for
+
+    cloud = settings.providers.cloud
+    env = environment_for(cloud.deepgram_url)
+    client = AsyncDeepgramClient(api_key=cloud.deepgram_api_key or "", environment=env)
+    projects = await client.manage.v1.projects.list(request_options={"max_retries": 0})
+    return f"{len(projects.projects or [])} project(s) at {urlsplit(env.base).netloc}"
+
+
+async def _anthropic(settings: Settings) -> str:
+    import anthropic
+
+    cloud = settings.providers.cloud
+    async with anthropic.AsyncAnthropic(
+        api_key=cloud.anthropic_api_key,
+        base_url=cloud.anthropic_base_url,
+        max_retries=0,
+        timeout=TIMEOUT_S,
+    ) as client:
+        model = await client.models.retrieve(cloud.anthropic_model)
+        return f"model {model.id} available at {client.base_url.host}"
+
+
+async def _elevenlabs(settings: Settings) -> str:
+    import httpx
+    from elevenlabs.client import AsyncElevenLabs
+
+    cloud = settings.providers.cloud
+    async with httpx.AsyncClient(timeout=TIMEOUT_S) as http:
+        client = AsyncElevenLabs(
+            api_key=cloud.elevenlabs_api_key,
+            base_url=cloud.elevenlabs_base_url,
+            timeout=TIMEOUT_S,
+            httpx_client=http,
+        )
+        await client.user.get(request_options={"max_retries": 0})
+    host = urlsplit(cloud.elevenlabs_base_url or "https://api.elevenlabs.io").netloc
+    return f"account readable at {host}, voice {cloud.elevenlabs_voice_id}"
+
+
+_KEY_CHECKS: tuple[tuple[str, str, Callable[[Settings], Awaitable[str]]], ...] = (
+    ("DEEPGRAM_API_KEY", "deepgram_api_key", _deepgram),
+    ("ANTHROPIC_API_KEY", "anthropic_api_key", _anthropic),
+    ("ELEVENLABS_API_KEY", "elevenlabs_api_key", _elevenlabs),
+)
+
+
+def explain(exc: BaseException) -> str:
+    """One line for what went wrong, from the SDKs' error types without importing them all."""
+    status = getattr(exc, "status_code", None)
+    if status is None and getattr(exc, "response", None) is not None:
+        status = getattr(exc.response, "status_code", None)  # type: ignore[union-attr]
+    if status in (401, 403):
+        return f"key rejected (HTTP {status}): check the key"
+    if status == 404:
+        return "not found (HTTP 404): check the model or voice id and the base URL"
+    if status is not None:
+        return f"service answered HTTP {status}"
+    if isinstance(exc, TimeoutError) or "Timeout" in type(exc).__name__:
+        return f"no answer within {TIMEOUT_S:.0f} s"
+    if isinstance(exc, ValueError):
+        return str(exc)
+    cause = exc.__cause__ or exc.__context__
+    name = type(cause or exc).__name__
+    return f"cannot reach the service ({name}): check the URL and the network"
+
+
+async def key_checks(settings: Settings) -> list[Check]:
+    cloud = settings.providers.cloud
+    out = []
+    for env, attr, probe in _KEY_CHECKS:
+        key = getattr(cloud, attr)
+        if not key:
+            continue
+        register_secret(key)
+        started = time.perf_counter()
+        try:
+            async with asyncio.timeout(TIMEOUT_S + 1):
+                detail = await probe(settings)
+            ok = True
+        except Exception as exc:  # every failure becomes one readable line
+            detail, ok = explain(exc), False
+        out.append(Check(f"key {env}", ok, detail, (time.perf_counter() - started) * 1000))
+    if not out:
+        out.append(Check("keys", True, "none set: every call runs on the local providers"))
+    return out
+
+
+async def diagnose(settings: Settings) -> list[Check]:
+    return selection(settings) + await key_checks(settings)
+
+
+def run(args: argparse.Namespace) -> int:
+    configure("error")  # the report is the output; library chatter would only hide it
+    for name in ("httpx", "httpx2", "anthropic", "elevenlabs", "deepgram"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
+    try:
+        settings = Settings.from_env()
+    except ConfigError as exc:
+        print(f"[FAIL] configuration: {exc}")
+        return 2
+    checks = asyncio.run(diagnose(settings))
+    for check in checks:
+        print(check.line())
+    return 0 if all(c.ok for c in checks) else 1
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("doctor", help="show the active providers and check each API key")
+    p.set_defaults(func=run)
