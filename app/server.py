@@ -16,11 +16,27 @@ from starlette.routing import BaseRoute, Route
 
 from app import callcentre, store
 from app.campaigns import api as campaigns_api
+from app.logs import event, get_logger
 from app.ops import calls_api, metrics, zombies
 from app.outbound import lifecycle as outbound
 from app.outbound import routes as outbound_routes
 from app.runtime.context import AppContext
 from app.transports import twilio, webrtc
+
+log = get_logger(__name__)
+
+
+async def close_providers(ctx: AppContext) -> None:
+    p = ctx.providers
+    for provider in dict.fromkeys((p.stt, p.llm, p.tts)):
+        aclose = getattr(provider, "aclose", None)
+        if aclose is not None:
+            try:
+                await aclose()
+            except Exception as exc:  # shutting down: note it and go on
+                event(
+                    log, "provider_close_failed", provider=provider.name, error=type(exc).__name__
+                )
 
 
 def create_app(ctx: AppContext) -> Starlette:
@@ -50,7 +66,8 @@ def create_app(ctx: AppContext) -> Starlette:
         await webrtc.aclose(ctx)  # after any drain: hang up web calls still open
         await zombies.stop(ctx)
         await callcentre.stop(ctx)  # then finish the post-call jobs of every call
-        await store.stop(ctx)  # last: flushes the records of every call
+        await store.stop(ctx)  # flushes the records of every call
+        await close_providers(ctx)  # last: their sockets and HTTP pools
 
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.ctx = ctx

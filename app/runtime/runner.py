@@ -270,7 +270,7 @@ class CallRunner:
                 case Speak():
                     self._queue_speech(action)
                 case CancelSpeech():
-                    self._cancel_speech()
+                    await self._cancel_speech()
                 case StartLlm(turn, request):
                     self._start_llm(turn, request)
                 case CancelLlm(turn):
@@ -330,11 +330,15 @@ class CallRunner:
             event(log, "speech_queue_full", utterance=speak.utterance)
             self._post(TtsFailed(speak.utterance, "queue full"))
 
-    def _cancel_speech(self) -> None:
+    async def _cancel_speech(self) -> None:
         while not self._speech.empty():
             self._speech.get_nowait()
-        if self._speaker is not None:
-            self._speaker.cancel()
+        old, self._speaker = self._speaker, None
+        if old is not None and not old.done():
+            # Wait for it to stop, so no stale audio is still being produced next to the new
+            # speaker's (a provider stream must honour cancellation promptly).
+            old.cancel()
+            await asyncio.wait({old}, timeout=1.0)
         self._speaker = self._spawn(self._speak_loop())
 
     async def _speak_loop(self) -> None:
