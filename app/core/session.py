@@ -99,10 +99,15 @@ class AgentScript:
 
 
 class Session:
-    def __init__(self, call: CallInfo, script: AgentScript) -> None:
+    def __init__(
+        self, call: CallInfo, script: AgentScript, model_end_of_turn: bool = False
+    ) -> None:
         self.call = call
         self.script = script
         self.policy = script.policy
+        # The recogniser's end of utterance comes from an end-of-turn model (Deepgram Flux) that
+        # already weighed whether the caller was finished: answer at once, no adaptive wait.
+        self.model_end_of_turn = model_end_of_turn
         self.history: list[Message] = []
         self.ended = False
         self.end_reason: str | None = None
@@ -399,6 +404,9 @@ class Session:
         return self.policy.is_backchannel(text) or self.policy.is_echo(text, agent)
 
     def _arm_endpoint(self, now: float) -> None:
+        if self.model_end_of_turn:
+            self._endpoint_at = now
+            return
         text = " ".join(self._pending_user)
         self._endpoint_at = now + self.policy.endpoint_delay_ms(text) / 1000.0
 

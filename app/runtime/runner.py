@@ -158,7 +158,9 @@ class CallRunner:
         self.providers = providers
         self.phrases = phrases
         self.script = script or script_from_settings(agent or AgentSettings())
-        self.session = Session(call, self.script)
+        self.session = Session(
+            call, self.script, getattr(providers.stt, "end_of_turn_model", False)
+        )
         self.observers = list(observers)
         self.tools = dict(tools or {})
         self._now = clock or time.monotonic

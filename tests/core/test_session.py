@@ -443,3 +443,12 @@ def test_a_resumed_turn_records_each_caller_line_once() -> None:
     h.advance(0)
     caller_lines = [r.text for r in records(h, TranscriptLine) if r.role == "caller"]
     assert caller_lines == ["I'd like to book", "for tomorrow at ten"]
+
+
+def test_a_model_end_of_turn_is_answered_at_once_even_when_it_looks_unfinished() -> None:
+    h = Harness.create(policy=TurnPolicy(endpointing_ms=300))
+    h.session.model_end_of_turn = True
+    h.start()
+    out = h.send(final("My number is 555 123"))
+    out += h.advance(0)
+    assert of(StartLlm, out)
