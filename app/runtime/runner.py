@@ -447,9 +447,15 @@ class CallRunner:
             u.llm_input_tokens,
             u.llm_output_tokens,
             u.llm_cached_tokens,
-            stt_seconds=round(self._stt_ms / 1000.0, 3),
+            stt_seconds=round(self._stt_seconds(), 3),
             tts_characters=self._tts_chars,
         )
+
+    def _stt_seconds(self) -> float:
+        """Billed recogniser audio: the stream's own count when it keeps one (a reconnect
+        resends audio), else the caller audio we forwarded."""
+        billed = getattr(self._stt, "audio_seconds", None)
+        return float(billed) if isinstance(billed, int | float) else self._stt_ms / 1000.0
 
     def _notify(self, record: Any) -> None:
         for observer in self.observers:
