@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from app.logs import bind_call, event, get_logger
-from telephony.security import SignatureChecker, is_loopback, public_url
+from app.transports.twilio_auth import TwilioAuth
 
 log = get_logger(__name__)
 
@@ -29,8 +29,7 @@ _CALL_SID = re.compile(r"^CA[0-9a-fA-F]{32}$")
 class RecordingCallback:
     def __init__(self, ctx: Any, clock: Any = time.time) -> None:
         self.ctx = ctx
-        token = ctx.settings.twilio.auth_token
-        self.checker = SignatureChecker(token) if token else None
+        self.auth = TwilioAuth(ctx.settings)
         self.clock = clock
         self.urls: dict[str, str] = {}  # call id -> recording URL, also without a store
 
@@ -64,24 +63,7 @@ class RecordingCallback:
             return Response(status_code=204)
 
     def _refusal(self, request: Request, params: list[tuple[str, str]]) -> str:
-        if self.checker is None:
-            client = request.client.host if request.client else None
-            return "" if is_loopback(client, request.headers) else "no auth token: loopback only"
-        headers = request.headers
-        url = public_url(
-            request.url.path,
-            request.url.query,
-            public_base=self.ctx.settings.server.public_url,
-            scheme=request.url.scheme,
-            host=headers.get("host") or request.url.netloc,
-            forwarded_proto=headers.get("x-forwarded-proto"),
-            forwarded_host=headers.get("x-forwarded-host"),
-        )
-        signature = headers.get("x-twilio-signature")
-        if not signature:
-            return "missing signature"
-        settings = headers.get("x-twilio-webhooks-signature-settings")
-        return "" if self.checker.webhook(url, params, signature, settings) else "bad signature"
+        return self.auth.refusal(request, self.auth.url(request), params)
 
     async def _store(self, call_sid: str, url: str) -> bool:
         store = self.ctx.extras.get("store")

@@ -14,15 +14,14 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from app.logs import bind_call, event, get_logger
-from telephony.security import SignatureChecker, public_url
+from app.transports.twilio_auth import TwilioAuth
 
 log = get_logger(__name__)
 
 
 def routes(ctx: object) -> list[BaseRoute]:
     settings = ctx.settings  # type: ignore[attr-defined]
-    token = settings.twilio.auth_token
-    checker = SignatureChecker(token) if token else None
+    auth = TwilioAuth(settings)
 
     async def _verified_form(request: Request, name: str) -> dict[str, str] | Response:
         try:  # form-encoded, as Twilio sends it
@@ -30,21 +29,15 @@ def routes(ctx: object) -> list[BaseRoute]:
         except UnicodeDecodeError:
             items = []
         sid = dict(items).get("CallSid")
-        url = public_url(
-            request.url.path,
-            request.url.query,
-            public_base=settings.server.public_url,
-            scheme=request.url.scheme,
-            host=request.headers.get("host", ""),
-            forwarded_proto=request.headers.get("x-forwarded-proto"),
-            forwarded_host=request.headers.get("x-forwarded-host"),
-        )
-        signature = request.headers.get("x-twilio-signature")
-        if checker is None or not checker.webhook(url, items, signature):
+        refusal = auth.refusal(request, auth.url(request), items)
+        if refusal:
             with bind_call(sid):
                 event(
-                    log, "twilio_signature_rejected", level=30, route=name,
-                    reason="no auth token configured" if checker is None else "bad signature",
+                    log,
+                    "twilio_signature_rejected",
+                    level=30,
+                    route=name,
+                    reason=refusal,
                     client=request.client.host if request.client else None,
                 )
             return Response("invalid signature", status_code=403)
@@ -68,8 +61,7 @@ def routes(ctx: object) -> list[BaseRoute]:
                 event(log, "twilio_callback_invalid", level=30, route=name, error=str(exc))
                 return Response("bad request", status_code=400)
             except Exception as exc:
-                event(log, "twilio_callback_failed", level=40, route=name,
-                      error=type(exc).__name__)
+                event(log, "twilio_callback_failed", level=40, route=name, error=type(exc).__name__)
                 return Response("try again", status_code=500)
         return Response(status_code=204)
 

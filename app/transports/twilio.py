@@ -31,6 +31,7 @@ from app.core.audio import MULAW_8K, AudioChunk, AudioFormat
 from app.core.providers import CallInfo
 from app.logs import call_id_var, event, get_logger, mask_phone, register_secret
 from app.runtime.context import AppContext
+from app.transports.twilio_auth import TwilioAuth
 from telephony.media_stream import (
     Dtmf,
     Mark,
@@ -41,7 +42,7 @@ from telephony.media_stream import (
     State,
     Stop,
 )
-from telephony.security import SignatureChecker, StreamTokens, TokenCheck, is_loopback, public_url
+from telephony.security import StreamTokens, TokenCheck
 from telephony.security import stream_url as ws_url_for
 from twiml.voice import connect_stream, reject_busy
 
@@ -125,7 +126,7 @@ class TwilioEdge:
         self.ctx = ctx
         auth_token = ctx.settings.twilio.auth_token
         register_secret(auth_token)
-        self.checker = SignatureChecker(auth_token) if auth_token else None
+        self.auth = TwilioAuth(ctx.settings)
         # Wall-clock time: tokens are checked by whichever instance receives the stream.
         self.tokens = StreamTokens.from_auth_token(
             auth_token, ctx.settings.twilio.stream_token_ttl_s
@@ -142,32 +143,11 @@ class TwilioEdge:
     # ------------------------------------------------------------ webhook
 
     def _url(self, conn: HTTPConnection, websocket: bool = False) -> str:
-        headers = conn.headers
-        return public_url(
-            conn.url.path,
-            conn.url.query,
-            public_base=self.ctx.settings.server.public_url,
-            scheme=conn.url.scheme,
-            host=headers.get("host") or conn.url.netloc,
-            forwarded_proto=headers.get("x-forwarded-proto"),
-            forwarded_host=headers.get("x-forwarded-host"),
-            websocket=websocket,
-        )
+        return self.auth.url(conn, websocket)
 
     def _refusal(self, conn: HTTPConnection, url: str, params: list[tuple[str, str]] | None) -> str:
         """Why this request may not proceed, or "" when it may."""
-        if self.checker is None:
-            client = conn.client.host if conn.client else None
-            return "" if is_loopback(client, conn.headers) else "no auth token: loopback only"
-        signature = conn.headers.get("x-twilio-signature")
-        if not signature:
-            return "missing signature"
-        if params is None:
-            ok = self.checker.websocket(url, signature)
-        else:
-            settings = conn.headers.get("x-twilio-webhooks-signature-settings")
-            ok = self.checker.webhook(url, params, signature, settings)
-        return "" if ok else "invalid signature"
+        return self.auth.refusal(conn, url, params)
 
     async def voice(self, request: Request) -> Response:
         body = await _read_body(request, MAX_WEBHOOK_BYTES)
