@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import time
 
 import uvicorn
@@ -81,6 +82,11 @@ async def serve(settings: Settings) -> None:
     ctx = await build_context(settings)
     ops_sentry.install(ctx)
     app = create_app(ctx)
+    # Start-up leaves ~300k long-lived objects (SDK types, models, phrases). A full collection
+    # walks them all, stalling every live call at once (measured: 80-140 ms with 30 calls);
+    # frozen, they are never walked again and a full collection takes ~15 ms.
+    gc.collect()
+    gc.freeze()
     config = uvicorn.Config(
         app,
         host=settings.server.host,
