@@ -118,6 +118,11 @@ class CloudProviderSettings:
     deepgram_api_key: str | None = None  # secret
     deepgram_url: str | None = None  # websocket base, e.g. wss://api.deepgram.com
     deepgram_model: str = "nova-3"
+    # Deepgram Flux (STT_PROVIDER=flux): turn ends decided by its end-of-turn model
+    deepgram_flux_model: str = "flux-general-en"
+    deepgram_eot_threshold: float = 0.7
+    deepgram_eager_eot_threshold: float | None = None
+    deepgram_eot_timeout_ms: int = 5000
     anthropic_api_key: str | None = None  # secret
     anthropic_base_url: str | None = None
     anthropic_model: str = "claude-haiku-4-5"
@@ -202,6 +207,7 @@ class OpsSettings:
     price_stt_per_min: float | None = None
     price_llm_input_per_mtok: float | None = None
     price_llm_output_per_mtok: float | None = None
+    price_llm_cached_per_mtok: float | None = None  # prompt-cache reads (Claude bills them apart)
     price_tts_per_1k_chars: float | None = None
 
 
@@ -218,8 +224,24 @@ def _ops_settings(e: _Env) -> OpsSettings:
         price_stt_per_min=_price(e, "PRICE_STT_PER_MIN"),
         price_llm_input_per_mtok=_price(e, "PRICE_LLM_INPUT_PER_MTOK"),
         price_llm_output_per_mtok=_price(e, "PRICE_LLM_OUTPUT_PER_MTOK"),
+        price_llm_cached_per_mtok=_price(e, "PRICE_LLM_CACHED_PER_MTOK"),
         price_tts_per_1k_chars=_price(e, "PRICE_TTS_PER_1K_CHARS"),
     )
+
+
+def _flux_settings(e: _Env) -> dict[str, Any]:
+    eot = e.float("DEEPGRAM_EOT_THRESHOLD", 0.7, 0.5, 1.0)
+    eager = None
+    if e.opt("DEEPGRAM_EAGER_EOT_THRESHOLD") is not None:
+        eager = e.float("DEEPGRAM_EAGER_EOT_THRESHOLD", 0.5, 0.3, 0.9)
+        if eager > eot:  # Flux refuses an eager threshold above the end-of-turn one
+            raise ConfigError("DEEPGRAM_EAGER_EOT_THRESHOLD must not exceed DEEPGRAM_EOT_THRESHOLD")
+    return {
+        "deepgram_flux_model": e.str("DEEPGRAM_FLUX_MODEL", "flux-general-en"),
+        "deepgram_eot_threshold": eot,
+        "deepgram_eager_eot_threshold": eager,
+        "deepgram_eot_timeout_ms": e.int("DEEPGRAM_EOT_TIMEOUT_MS", 5000, 500, 60_000),
+    }
 
 
 def _price(e: _Env, key: str) -> float | None:
@@ -254,7 +276,7 @@ class Settings:
             if parts.scheme not in {"http", "https"} or not parts.netloc:
                 raise ConfigError(f"PUBLIC_URL must be an http(s) URL, got {public_url!r}")
             public_url = public_url.rstrip("/")
-        provider_names = ("auto", "local", "deepgram", "whisper")
+        provider_names = ("auto", "local", "deepgram", "flux", "whisper")
         server = ServerSettings(
             host=e.str("HOST", "127.0.0.1"),
             port=e.int("PORT", 8080, 1, 65535),
@@ -286,6 +308,7 @@ class Settings:
                 deepgram_api_key=e.opt("DEEPGRAM_API_KEY"),
                 deepgram_url=e.opt("DEEPGRAM_URL"),
                 deepgram_model=e.str("DEEPGRAM_MODEL", "nova-3"),
+                **_flux_settings(e),
                 anthropic_api_key=e.opt("ANTHROPIC_API_KEY"),
                 anthropic_base_url=e.opt("ANTHROPIC_BASE_URL"),
                 anthropic_model=e.str("ANTHROPIC_MODEL", "claude-haiku-4-5"),

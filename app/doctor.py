@@ -147,8 +147,40 @@ async def key_checks(settings: Settings) -> list[Check]:
     return out
 
 
+async def flux_check(settings: Settings) -> list[Check]:
+    """With STT_PROVIDER=flux: open one Flux socket as a call would (key, model and end-of-turn
+    parameters are all checked by the upgrade), then close it."""
+    from app.core.providers import CallInfo
+    from app.providers.registry import build_one, choose
+
+    try:
+        if choose("stt", settings) != "flux" or not settings.providers.cloud.deepgram_api_key:
+            return []
+    except ConfigError:
+        return []  # already reported by ``selection``
+    cloud = settings.providers.cloud
+    what = f"stt flux ({cloud.deepgram_flux_model})"
+    started = time.perf_counter()
+    try:
+        async with asyncio.timeout(TIMEOUT_S + 1):
+            stream = await build_one("stt", settings).open(CallInfo("doctor", "doctor"))
+            await stream.aclose()
+    except Exception as exc:
+        reason = str(exc).removeprefix("flux connect: ")
+        if reason in {"HTTP 401", "HTTP 403"}:
+            detail = f"key rejected ({reason}): check the key"
+        elif reason == "HTTP 400":
+            detail = "parameters refused (HTTP 400): check DEEPGRAM_FLUX_MODEL, DEEPGRAM_EOT_*"
+        else:
+            detail = f"cannot open the socket ({reason[:80]}): check DEEPGRAM_URL and the network"
+        return [Check(what, False, detail, (time.perf_counter() - started) * 1000)]
+    host = urlsplit(cloud.deepgram_url or "wss://api.deepgram.com").netloc
+    took = (time.perf_counter() - started) * 1000
+    return [Check(what, True, f"socket opened at {host}, eot {cloud.deepgram_eot_threshold}", took)]
+
+
 async def diagnose(settings: Settings) -> list[Check]:
-    return selection(settings) + await key_checks(settings)
+    return selection(settings) + await key_checks(settings) + await flux_check(settings)
 
 
 def run(args: argparse.Namespace) -> int:

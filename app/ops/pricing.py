@@ -20,13 +20,15 @@ class Rates:
     stt_per_min: float | None = None  # per minute of audio sent to the recogniser
     llm_input_per_mtok: float | None = None  # per million input tokens
     llm_output_per_mtok: float | None = None  # per million output tokens
+    # per million prompt-cache read tokens; they are not in the input count (cache writes are)
+    llm_cached_per_mtok: float | None = None
     tts_per_1k_chars: float | None = None  # per thousand characters synthesised
 
     @property
     def any(self) -> bool:
         return any(v is not None for v in (
             self.telephony_per_min, self.stt_per_min, self.llm_input_per_mtok,
-            self.llm_output_per_mtok, self.tts_per_1k_chars))
+            self.llm_output_per_mtok, self.llm_cached_per_mtok, self.tts_per_1k_chars))
 
 
 def call_cost(rates: Rates, usage: Usage, duration_s: float | None, transport: str) -> float | None:
@@ -41,6 +43,8 @@ def call_cost(rates: Rates, usage: Usage, duration_s: float | None, transport: s
         cost += usage.llm_input_tokens / 1e6 * rates.llm_input_per_mtok
     if rates.llm_output_per_mtok is not None:
         cost += usage.llm_output_tokens / 1e6 * rates.llm_output_per_mtok
+    if rates.llm_cached_per_mtok is not None:
+        cost += usage.llm_cached_tokens / 1e6 * rates.llm_cached_per_mtok
     if rates.tts_per_1k_chars is not None:
         cost += usage.tts_characters / 1000.0 * rates.tts_per_1k_chars
     return round(cost, 6)
@@ -65,6 +69,7 @@ def rates_from(ops: Any) -> Rates:
         stt_per_min=ops.price_stt_per_min,
         llm_input_per_mtok=ops.price_llm_input_per_mtok,
         llm_output_per_mtok=ops.price_llm_output_per_mtok,
+        llm_cached_per_mtok=ops.price_llm_cached_per_mtok,
         tts_per_1k_chars=ops.price_tts_per_1k_chars,
     )
 

@@ -66,6 +66,20 @@ def _deepgram(settings: Settings) -> Any:
     return DeepgramStt(cloud.deepgram_api_key, cloud.deepgram_url, options)
 
 
+def _flux(settings: Settings) -> Any:
+    from app.providers.deepgram_flux import FluxOptions, FluxStt
+
+    cloud = settings.providers.cloud
+    assert cloud.deepgram_api_key is not None  # checked by build_one
+    options = FluxOptions(
+        model=cloud.deepgram_flux_model,
+        eot_threshold=cloud.deepgram_eot_threshold,
+        eager_eot_threshold=cloud.deepgram_eager_eot_threshold,
+        eot_timeout_ms=cloud.deepgram_eot_timeout_ms,
+    )
+    return FluxStt(cloud.deepgram_api_key, cloud.deepgram_url, options)
+
+
 def _anthropic(settings: Settings) -> Any:
     from app.providers.anthropic import ClaudeLlm
 
@@ -92,6 +106,8 @@ CLOUD: dict[Kind, dict[str, CloudEntry]] = {
         "deepgram": CloudEntry(
             _deepgram, "DEEPGRAM_API_KEY", lambda s: s.providers.cloud.deepgram_api_key
         ),
+        # only by name (STT_PROVIDER=flux): ``auto`` takes the first entry whose key is set
+        "flux": CloudEntry(_flux, "DEEPGRAM_API_KEY", lambda s: s.providers.cloud.deepgram_api_key),
     },
     "llm": {
         "anthropic": CloudEntry(

@@ -39,3 +39,17 @@ def test_stored_usage_round_trips() -> None:
               "tts_characters": 120, "something_new": 1}
     assert usage_from_row(stored) == USAGE
     assert usage_from_row(None) == Usage()
+
+
+def test_cached_prompt_reads_have_their_own_rate() -> None:
+    # Claude reports cache reads apart from input tokens (cache writes are counted as input).
+    usage = Usage(llm_input_tokens=1_000, llm_cached_tokens=200_000, llm_output_tokens=50)
+    rates = Rates(llm_input_per_mtok=3.0, llm_output_per_mtok=15.0, llm_cached_per_mtok=0.3)
+    expected = 1_000 * 3e-6 + 50 * 15e-6 + 200_000 * 0.3e-6
+    assert call_cost(rates, usage, 30.0, "webrtc") == pytest.approx(expected, abs=1e-9)
+    # without the rate the reads are not priced (and nothing else changes)
+    unpriced = Rates(llm_input_per_mtok=3.0, llm_output_per_mtok=15.0)
+    assert call_cost(unpriced, usage, 30.0, "webrtc") == pytest.approx(expected - 0.06, abs=1e-9)
+    ops = Settings.from_env({"PRICE_LLM_CACHED_PER_MTOK": "0.3"}).ops
+    assert rates_from(ops) == Rates(llm_cached_per_mtok=0.3) and rates_from(ops).any
+    assert usage_from_row({"llm_cached_tokens": 200_000}).llm_cached_tokens == 200_000
