@@ -9,7 +9,7 @@ from typing import Any
 from app.agents.config import Agent
 from app.agents.tools import SPECS
 from app.config import AgentSettings
-from app.core.session import AgentScript
+from app.core.script import AgentScript
 from app.core.turns import TurnPolicy
 
 

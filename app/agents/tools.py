@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from app.campaigns.tools import SET_OUTCOME
 from app.core.providers import ToolSpec
-from app.core.session import END_CALL
+from app.core.script import END_CALL
 
 TRANSFER_CALL = ToolSpec(
     name="transfer_call",

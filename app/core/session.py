@@ -9,10 +9,6 @@ is tested with a fake clock and no sockets.
 
 from __future__ import annotations
 
-import string
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-
 from app.core.audio import AudioChunk, to_pcm16
 from app.core.events import (
     Action,
@@ -52,50 +48,13 @@ from app.core.providers import (
     SttFailure,
     ToolCall,
     ToolResult,
-    ToolSpec,
     Transcript,
     UtteranceEnd,
 )
 from app.core.records import CallEnded, CallEvent, TranscriptLine, TurnMetrics, Usage
+from app.core.script import TERMINAL_TOOLS, AgentScript, build_request
 from app.core.text import SentenceSplitter
-from app.core.turns import TurnPolicy
 from app.core.vad import SpeechEnd, SpeechStart, VoiceActivity
-
-END_CALL = ToolSpec(
-    name="end_call",
-    description="End the phone call. Say goodbye first, in the same reply.",
-    parameters={"type": "object", "properties": {"reason": {"type": "string"}}},
-)
-TRANSFER_CALL = ToolSpec(
-    name="transfer_call",
-    description="Transfer the caller to a human colleague. Tell the caller first.",
-    parameters={"type": "object", "properties": {"reason": {"type": "string"}}},
-)
-# Tools that end the conversation: no model turn follows them.
-_TERMINAL_TOOLS = {"end_call", "transfer_call"}
-
-
-@dataclass(frozen=True, slots=True)
-class AgentScript:
-    """What the agent says on its own, and its limits. Built from settings by the runner."""
-
-    system_prompt: str
-    greeting: str
-    goodbye: str
-    filler: str
-    fallback: str
-    idle_prompt: str
-    idle_timeout_s: float = 12.0
-    max_call_s: float = 1800.0
-    llm_filler_after_s: float = 1.2
-    llm_giveup_after_s: float = 6.0
-    dtmf_timeout_s: float = 2.0
-    max_history_messages: int = 60
-    tools: tuple[ToolSpec, ...] = (END_CALL, TRANSFER_CALL)
-    policy: TurnPolicy = field(default_factory=TurnPolicy)
-
-    def cached_phrases(self) -> tuple[str, ...]:
-        return (self.greeting, self.goodbye, self.filler, self.fallback, self.idle_prompt)
 
 
 class Session:
@@ -462,19 +421,7 @@ class Session:
         out.append(StartLlm(turn, self._request()))
 
     def _request(self) -> LlmRequest:
-        return LlmRequest(
-            system=self._system_prompt(),
-            messages=tuple(_normalise(self.history[-self.script.max_history_messages :])),
-            tools=self.script.tools,
-            call=self.call,
-        )
-
-    def _system_prompt(self) -> str:
-        """The agent's prompt with this call's variables filled in, plus the call's own
-        instructions (an outbound call's ``--prompt``) when it has them."""
-        prompt = _fill(self.script.system_prompt, self.call.variables)
-        extra = self.call.variables.get("instructions")
-        return f"{prompt}\n\nFor this call: {extra}" if extra else prompt
+        return build_request(self.script, self.call, self.history)
 
     def _cancel_llm(self, out: list[Action]) -> None:
         if self._llm_turn is not None:
@@ -504,7 +451,7 @@ class Session:
         self._filler_at = self._giveup_at = None
         if reply or self._llm_tools:
             self.history.append(Message("assistant", reply, tool_calls=tuple(self._llm_tools)))
-        terminal = [c for c in self._llm_tools if c.name in _TERMINAL_TOOLS]
+        terminal = [c for c in self._llm_tools if c.name in TERMINAL_TOOLS]
         if terminal:
             reason = terminal[0].name
             self._ending = reason
@@ -680,41 +627,3 @@ class Session:
 def _provider_error(provider: str, reason: str, now: float) -> Emit:
     # ``reason`` is an error class or short code, never a transcript
     return Emit(CallEvent("provider_error", now, {"provider": provider, "type": reason[:80]}))
-
-
-def _fill(template: str, variables: Mapping[str, str]) -> str:
-    """Substitute ``{name}`` placeholders with per-call variables; unknown ones stay as they are."""
-    if not variables or "{" not in template:
-        return template
-
-    class _Keep(dict[str, str]):
-        def __missing__(self, key: str) -> str:
-            return "{" + key + "}"
-
-    try:
-        return string.Formatter().vformat(template, (), _Keep(variables))
-    except (ValueError, IndexError):
-        return template
-
-
-def _normalise(messages: list[Message]) -> list[Message]:
-    """Models want alternating roles starting with the user: merge neighbours of one role and
-    drop a leading assistant message (the greeting is in the system prompt's world)."""
-    out: list[Message] = []
-    for m in messages:
-        if not m.content and not m.tool_calls and not m.tool_results:
-            continue
-        if out and out[-1].role == m.role:
-            prev = out[-1]
-            out[-1] = Message(
-                m.role,
-                (prev.content + " " + m.content).strip(),
-                tool_calls=prev.tool_calls + m.tool_calls,
-                tool_results=prev.tool_results + m.tool_results,
-                interrupted=m.interrupted,
-            )
-        else:
-            out.append(m)
-    while out and out[0].role != "user":
-        out.pop(0)
-    return out

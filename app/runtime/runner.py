@@ -56,7 +56,8 @@ from app.core.providers import (
     ToolCall,
 )
 from app.core.records import CallEnded, CallEvent, TranscriptLine, TurnMetrics, Usage
-from app.core.session import AgentScript, Session
+from app.core.script import AgentScript
+from app.core.session import Session
 from app.core.turns import TurnPolicy
 from app.logs import bind_call, event, get_logger
 

@@ -25,7 +25,8 @@ from app.core.events import (
     TtsDone,
 )
 from app.core.providers import CallInfo
-from app.core.session import AgentScript, Session
+from app.core.script import AgentScript
+from app.core.session import Session
 from app.core.turns import TurnPolicy
 
 FRAME_MS = 20
