@@ -22,15 +22,20 @@ class LoopbackServer:
     """``async with LoopbackServer(app) as srv: srv.url``. Binds an unused port by default."""
 
     def __init__(
-        self, app: Any = None, port: int = 0, host: str = "127.0.0.1", lifespan: str = "off"
+        self,
+        app: Any = None,
+        port: int = 0,
+        host: str = "127.0.0.1",
+        lifespan: str = "off",
+        sock: socket.socket | None = None,
     ) -> None:
         self.app = app
         self.lifespan = lifespan
         self.host = host
-        self.port = port
+        self.port = sock.getsockname()[1] if sock is not None else port
         self._server: _QuietServer | None = None
         self._task: asyncio.Task[None] | None = None
-        self._sock: socket.socket | None = None
+        self._sock: socket.socket | None = sock
 
     @property
     def url(self) -> str:
@@ -68,7 +73,7 @@ class LoopbackServer:
     async def stop(self) -> None:
         if self._server is not None and self._task is not None:
             self._server.should_exit = True
-            await self._task
+            await asyncio.wait_for(self._task, 15)
         if self._sock is not None:
             self._sock.close()
 

@@ -32,12 +32,13 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 import httpx
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from twilio.request_validator import RequestValidator
+
+from tests.fakes.asgi import LoopbackServer
 
 # Scripts a created call can follow. "hold" answers (human) and stays in progress until the
 # test ends it (``complete``) or our side updates it.
@@ -58,22 +59,8 @@ def bind_local() -> socket.socket:
 async def serve(app: Any, sock: socket.socket | None = None) -> AsyncIterator[str]:
     """Run an ASGI app on 127.0.0.1 on an unused port (or on ``sock``, from ``bind_local``),
     in this event loop. Yields its base URL."""
-    sock = sock or bind_local()
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(app, lifespan="off", log_level="warning", access_log=False)
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    try:
-        while not server.started:
-            if task.done():
-                task.result()
-            await asyncio.sleep(0.005)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.wait_for(task, 5)
-        sock.close()
+    async with LoopbackServer(app, sock=sock or bind_local()) as srv:
+        yield srv.url
 
 
 @dataclass(slots=True)

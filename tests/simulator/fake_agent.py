@@ -20,7 +20,6 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 import numpy as np
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -29,6 +28,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from twilio.request_validator import RequestValidator
 
 from app.core.audio import Encoding, pcm16_to_mulaw, to_pcm16
+from tests.fakes.asgi import LoopbackServer
 from twiml.voice import connect_stream
 
 AUTH_TOKEN = "fake-agent-auth-token"
@@ -160,19 +160,8 @@ class FakeAgent:
                 WebSocketRoute("/twilio/stream/{sid}", self.stream),
             ]
         )
-        config = uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None, lifespan="off")
-        server = uvicorn.Server(config)
-        task = asyncio.create_task(server.serve())
-        try:
-            while not server.started:
-                if task.done():
-                    task.result()
-                await asyncio.sleep(0.01)
-            port = server.servers[0].sockets[0].getsockname()[1]
-            yield f"http://127.0.0.1:{port}"
-        finally:
-            server.should_exit = True
-            await task
+        async with LoopbackServer(app) as srv:
+            yield srv.url
 
 
 class _Talk:

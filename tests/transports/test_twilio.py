@@ -20,7 +20,6 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from twilio.request_validator import RequestValidator
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
@@ -34,6 +33,7 @@ from app.runtime.phrases import PhraseCache
 from app.server import create_app
 from app.transports import twilio as transport
 from telephony.security import StreamTokens
+from tests.fakes.asgi import LoopbackServer
 
 AUTH = "f3c9a1b2d4e5f60718293a4b5c6d7e8f"
 ACCOUNT = "AC" + "1" * 32
@@ -85,18 +85,8 @@ def make_settings(auth_token: str | None = AUTH, **server: Any) -> Settings:
 
 @contextlib.asynccontextmanager
 async def serve(ctx: AppContext) -> AsyncIterator[Running]:
-    config = uvicorn.Config(create_app(ctx), host="127.0.0.1", port=0, log_config=None)
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    try:
-        while not server.started:
-            if task.done():
-                task.result()
-            await asyncio.sleep(0.01)
-        yield Running(server.servers[0].sockets[0].getsockname()[1], ctx)
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, 15)
+    async with LoopbackServer(create_app(ctx), lifespan="on") as srv:
+        yield Running(srv.port, ctx)
 
 
 @pytest.fixture

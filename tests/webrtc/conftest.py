@@ -16,11 +16,11 @@ from typing import Any
 
 import aioice.ice
 import pytest
-import uvicorn
 
 from app.config import Settings, WebRtcSettings
 from app.runtime.context import AppContext
 from app.server import create_app
+from tests.fakes.asgi import LoopbackServer
 
 
 @pytest.fixture
@@ -36,20 +36,8 @@ class RunningServer:
 
 @contextlib.asynccontextmanager
 async def serve(ctx: AppContext) -> AsyncIterator[RunningServer]:
-    app = create_app(ctx)
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None, lifespan="on")
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    try:
-        while not server.started:
-            if task.done():
-                task.result()
-            await asyncio.sleep(0.01)
-        port = server.servers[0].sockets[0].getsockname()[1]
-        yield RunningServer(f"http://127.0.0.1:{port}", ctx)
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, 10)
+    async with LoopbackServer(create_app(ctx), lifespan="on") as srv:
+        yield RunningServer(srv.url, ctx)
 
 
 def make_settings(**webrtc: Any) -> Settings:
