@@ -41,12 +41,12 @@ from bench_fakes import (  # noqa: E402
 from bench_server import ServerProcess  # noqa: E402
 
 from app.bench.caller import CallerPlan, CallerPool, Line  # noqa: E402
-from app.bench.report import markdown, plot, table  # noqa: E402
+from app.bench.report import markdown, merge, plot, table  # noqa: E402
 from app.bench.stats import StepStats, TurnBudget, slope, summarise, verdict  # noqa: E402
 from app.config import AgentSettings  # noqa: E402
 
 AUTH_TOKEN = "bench-twilio-auth-token"
-DEFAULT_RAMP = "10,25,50,75,100,125,150,175,200,250,300"
+DEFAULT_RAMP = "5,10,15,20,25,30,40,50,60,75,100,125,150,200"
 FRAME_MS = 20
 
 
@@ -55,7 +55,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--calls", type=int, default=50, help="the step the table reports")
     p.add_argument("--ramp", default=DEFAULT_RAMP, help="concurrent calls per step")
     p.add_argument("--turns", type=int, default=4, help="caller lines per call (max 4)")
-    p.add_argument("--spread-s", type=float, default=4.0, help="calls of a step start within")
+    p.add_argument("--spread-s", type=float, default=8.0, help="calls of a step start within")
     p.add_argument("--budget-s", type=float, default=420.0, help="stop the ramp after this")
     p.add_argument("--max-overhead-p95-ms", type=float, default=20.0)
     p.add_argument("--stt-final-ms", type=float, default=100.0)
@@ -230,7 +230,7 @@ async def bench(args: argparse.Namespace) -> dict:
     steps = sorted({int(x) for x in args.ramp.split(",") if x.strip()} | {args.calls})
     load_before = os.getloadavg()
     results: list[dict] = []
-    capacity, stopped = 0, "ramp finished"
+    capacity, stopped, failed = 0, "every step passed", False
     with tempfile.TemporaryDirectory(prefix="voice-agent-bench-") as tmp:
         async with running_fakes(script, latency) as fakes:
             server = ServerProcess(server_env(fakes.env), Path(tmp), server_cpu, args.profile)
@@ -257,11 +257,12 @@ async def bench(args: argparse.Namespace) -> dict:
                         f"rss {extra['rss_peak_mb']} MB: {why}",
                         flush=True,
                     )
-                    if ok:
-                        capacity = n
-                    elif n >= args.calls:
-                        stopped = f"{n} calls: {why}"
-                        break
+                    if ok and not failed:
+                        capacity = n  # the most calls before the first failing step
+                    elif not ok and not failed:
+                        failed, stopped = True, f"first failure at {n} calls: {why}"
+                    if failed and n >= args.calls:
+                        break  # (the steps up to --calls always run: the table needs them)
                     await asyncio.sleep(1.0)  # let the last calls' records settle
             finally:
                 code = await asyncio.to_thread(server.stop)
@@ -293,6 +294,8 @@ async def bench(args: argparse.Namespace) -> dict:
         "rss_per_call_mb": None if rss_slope is None else round(rss_slope, 3),
         "steps": results,
         "main_calls": args.calls,
+        "spread_s": args.spread_s,
+        "settle_ms": [plan.settle_ms, plan.settle_ms + plan.settle_jitter_ms],
         "capacity": capacity,
         "stopped": stopped,
         "misses": misses,
@@ -318,7 +321,8 @@ def main(argv: list[str] | None = None) -> int:
         args.plot.parent.mkdir(parents=True, exist_ok=True)
         plot(report, args.plot)
         rel = os.path.relpath(args.plot, args.out.parent)
-        args.out.write_text(markdown(report, rel))
+        old = args.out.read_text() if args.out.exists() else None
+        args.out.write_text(merge(old, markdown(report, rel)))
         print(f"\nwrote {os.path.relpath(args.out)} and {os.path.relpath(args.plot)}")
     main_step = next((s for s in report["steps"] if s["calls"] == args.calls), None)
     return 0 if main_step is not None and not main_step["failure_count"] else 1

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import random
 from dataclasses import dataclass, field
 
 import httpx
@@ -64,6 +65,9 @@ class CallerPlan:
     greeting_timeout_s: float = 10.0
     reply_timeout_s: float = 10.0
     settle_ms: int = 400  # quiet after the agent's audio played out before the caller speaks
+    # ... plus up to this much more, drawn per turn: callers who all follow one script would
+    # otherwise reach each turn in lockstep, a burst no real set of callers produces
+    settle_jitter_ms: int = 1200
     call_timeout_s: float = 120.0
 
 
@@ -84,8 +88,10 @@ class _Stage(enum.Enum):
 class LeanCall:
     """One call's caller side. ``tick`` (from the shared clock) sends; ``receive`` reads."""
 
-    def __init__(self, plan: CallerPlan) -> None:
+    def __init__(self, plan: CallerPlan, seed: int = 0) -> None:
         self.plan = plan
+        self._rng = random.Random(seed)
+        self._settle = self._draw_settle()
         self.call = BenchCall(CallResult(call_sid=new_sid("CA"), stream_sid=new_sid("MZ")))
         self.result = self.call.result
         self.result.turns.append(Turn(0))
@@ -195,8 +201,9 @@ class LeanCall:
         elif line is not None and line.barge_in_ms is not None:
             if now < turn.first_audio + line.barge_in_ms / 1000:
                 return
-        elif now < max(self.playback.play_end, self._last_media) + self.plan.settle_ms / 1000:
+        elif now < max(self.playback.play_end, self._last_media) + self._settle:
             return
+        self._settle = self._draw_settle()
         if line is None:
             self._stage = _Stage.DONE
             return
@@ -207,6 +214,9 @@ class LeanCall:
         self._speech, self._pos = (spoken, line.clip), 0
         self._next_line += 1
         self._stage = _Stage.SPEAKING
+
+    def _draw_settle(self) -> float:
+        return (self.plan.settle_ms + self._rng.uniform(0, self.plan.settle_jitter_ms)) / 1000
 
     def _next_frame(self, now: float) -> bytes:
         if self._speech is None:
@@ -328,7 +338,7 @@ class CallerPool:
         self._tick_lag: list[float] = []
 
     async def run(self, n: int, spread_s: float) -> PoolRun:
-        calls = [LeanCall(self.plan) for _ in range(n)]
+        calls = [LeanCall(self.plan, seed=i) for i in range(n)]
         self._pending = n
         limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
         async with (
