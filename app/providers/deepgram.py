@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 import warnings
@@ -29,7 +30,8 @@ with warnings.catch_warnings():
     # The SDK's async socket is built on ``websockets.legacy``, which warns on import; load it
     # once here so the warning cannot surface (or fail a strict test run) mid-call.
     warnings.simplefilter("ignore", DeprecationWarning)
-    import deepgram.listen.v1.client  # noqa: F401
+    import deepgram.listen.v1.client
+    import deepgram.listen.v2.client
     from deepgram import AsyncDeepgramClient, DeepgramClientEnvironment
     from deepgram.core.api_error import ApiError
     from deepgram.listen.v1.types import (
@@ -38,6 +40,14 @@ with warnings.catch_warnings():
         ListenV1SpeechStarted,
         ListenV1UtteranceEnd,
     )
+
+    # The SDK opens its sockets offering permessage-deflate. Phone audio does not compress, and
+    # deflating every 20 ms frame cost ~7 % of a core at 30 calls (BENCHMARKS.md): connect
+    # without it. The SDK passes no options through, so its connect function is wrapped here.
+    for _module in (deepgram.listen.v1.client, deepgram.listen.v2.client):
+        _original = getattr(_module, "websockets_client_connect", None)
+        if _original is not None and not isinstance(_original, functools.partial):
+            _module.websockets_client_connect = functools.partial(_original, compression=None)  # type: ignore[attr-defined]
 
 from app.core.audio import MULAW_8K, AudioChunk
 from app.core.providers import (

@@ -264,6 +264,7 @@ class DeepgramFake:
     audio_bytes: list[int] = field(default_factory=list)  # per connection
     keepalives: int = 0
     queries: list[dict[str, list[str]]] = field(default_factory=list)
+    extensions: list[str] = field(default_factory=list)  # Sec-WebSocket-Extensions offered
     transcripts: list[str] = field(default_factory=list)  # finals sent
     _server: Server | None = None
 
@@ -307,6 +308,7 @@ class DeepgramFake:
             return resp
         if path != "/v1/listen":
             return conn.respond(HTTPStatus.NOT_FOUND, "not found\n")
+        self.extensions.append(request.headers.get("Sec-WebSocket-Extensions", ""))
         if self.reject_connects > 0:
             self.reject_connects -= 1
             return conn.respond(HTTPStatus.SERVICE_UNAVAILABLE, "busy\n")

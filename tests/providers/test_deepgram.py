@@ -213,3 +213,16 @@ async def test_no_key_or_transcript_in_logs(fake, caplog):
     assert any("stt_reconnected" in line for line in lines)
     for line in lines:
         assert KEY not in line and "cleaning" not in line
+
+
+async def test_audio_socket_is_opened_without_compression(fake):
+    # µ-law does not compress; deflating every 20 ms frame only costs CPU
+    stream = await stt(fake).open(CallInfo("CAnocompress", "twilio"))
+    try:
+        await stream.send(AudioChunk(bytes(160), MULAW_8K))
+        async with asyncio.timeout(5):
+            while not fake.extensions:
+                await asyncio.sleep(0.01)
+    finally:
+        await stream.aclose()
+    assert fake.extensions == [""]
