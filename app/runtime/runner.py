@@ -65,6 +65,9 @@ log = get_logger(__name__)
 
 ToolHandler = Callable[[CallInfo, ToolCall], Awaitable[None]]
 
+# Caller audio kept while the recogniser connects (500 Twilio frames: 10 s).
+STT_BACKLOG_CHUNKS = 500
+
 # How long the first audio of one sentence may take before we call the TTS failed.
 TTS_FIRST_AUDIO_BUDGET_S = 2.0
 
@@ -178,6 +181,8 @@ class CallRunner:
         self._llm: tuple[int, asyncio.Task[Any]] | None = None
         self._speaker: asyncio.Task[Any] | None = None
         self._stt: SttStream | None = None
+        self._stt_opening = True
+        self._stt_backlog: collections.deque[AudioChunk] = collections.deque()
         self._stt_in = Converter(sink.format, providers.stt.input_format)
         tts_formats = providers.tts.formats
         self._tts_format = sink.format if sink.format in tts_formats else CANONICAL
@@ -193,12 +198,15 @@ class CallRunner:
         """Caller audio in ``sink.format``. Awaits when the call is behind (backpressure)."""
         if self.ended:
             return
+        converted = self._stt_in.chunk(chunk)
         if self._stt is not None:
             self._stt_ms += chunk.duration_ms
             try:
-                await self._stt.send(self._stt_in.chunk(chunk))
+                await self._stt.send(converted)
             except Exception as exc:
                 self._post(SttUpdate(SttFailure(type(exc).__name__)))
+        elif self._stt_opening and len(self._stt_backlog) < STT_BACKLOG_CHUNKS:
+            self._stt_backlog.append(converted)  # the recogniser is still connecting
         await self._mailbox.put(CallerAudio(chunk))
 
     def mark_reached(self, name: str) -> None:
@@ -222,7 +230,9 @@ class CallRunner:
         with bind_call(self.call.call_id):
             event(log, "call_started", transport=self.call.transport, direction=self.call.direction)
             try:
-                await self._open_stt()
+                # The greeting does not wait for the recogniser's connection (100-300 ms to a
+                # cloud service): caller audio meanwhile is kept and sent once it is open.
+                self._spawn(self._open_stt())
                 self._speaker = self._spawn(self._speak_loop())
                 self._post(CallStarted())
                 await self._loop()
@@ -231,14 +241,31 @@ class CallRunner:
 
     async def _open_stt(self) -> None:
         try:
-            self._stt = await self.providers.stt.open(self.call)
+            stream = await self.providers.stt.open(self.call)
         except Exception as exc:
+            self._stt_opening = False
+            self._stt_backlog.clear()
             event(
                 log, "stt_open_failed", provider=self.providers.stt.name, error=type(exc).__name__
             )
             self._post(SttUpdate(SttFailure(f"open: {type(exc).__name__}", fatal=True)))
             return
-        self._spawn(self._read_stt(self._stt))
+        self._spawn(self._read_stt(stream))
+        try:
+            while self._stt_backlog:  # audio that arrived while connecting, in order
+                chunk = self._stt_backlog.popleft()
+                self._stt_ms += chunk.duration_ms
+                await stream.send(chunk)
+        except asyncio.CancelledError:
+            await stream.aclose()  # the call ended while we caught up: nobody else will
+            raise
+        except Exception as exc:
+            self._post(SttUpdate(SttFailure(type(exc).__name__)))
+        # No await between the last check and this: new audio now goes straight to the stream.
+        self._stt = stream
+        self._stt_opening = False
+        if self.ended:
+            await stream.aclose()
 
     async def _loop(self) -> None:
         session = self.session

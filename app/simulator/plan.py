@@ -11,9 +11,9 @@ DEFAULT_TO = "+15005550001"
 DUMMY_AUTH_TOKEN = "simulator-unsigned-token"  # servers that trust loopback ignore it
 
 # Phrased so that Whisper tiny.en hears eSpeak's voice through 8 kHz µ-law reliably ("at ten in
-# the morning" comes back as "I'll stand in the morning"; "at ten." survives).
+# the morning" comes back as "I'll stand in the morning"; "at ten o'clock" survives).
 DEFAULT_CONVERSATION = (
-    "I'd like to book an appointment tomorrow at ten.",
+    "I'd like to book an appointment tomorrow at ten o'clock.",
     "My name is Alex Morgan.",
     "Yes, that's right.",
     "No, that's everything. Thank you, goodbye.",

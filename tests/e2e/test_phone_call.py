@@ -17,7 +17,7 @@ from app.simulator import CallerLine, CallOptions, simulate_call
 pytestmark = pytest.mark.slow
 
 BOOKING = (
-    "I'd like to book an appointment tomorrow at ten.",
+    "I'd like to book an appointment tomorrow at ten o'clock.",
     "My name is Alex Morgan.",
     "Yes, that's right.",
     "No, that's everything. Thank you, goodbye.",
