@@ -116,3 +116,20 @@ def test_converter_passthrough_and_resampling() -> None:
     out = up.chunk(chunk)
     # QQ emits on every chunk: no 100 ms hold-back before the first output
     assert out.format == CANONICAL and out.duration_ms >= 90
+
+
+def test_resampler_quality_latency_is_what_the_converter_was_chosen_for() -> None:
+    """Why QQ: fed 20 ms Twilio frames, HQ releases nothing for the first ~100 ms, which would
+    land on every turn's latency; QQ releases audio with every frame."""
+    ulaw = pcm16_to_mulaw(vowel(200))
+    first_output_ms = {}
+    for quality in ("QQ", "HQ"):
+        conv = Converter(MULAW_8K, CANONICAL, quality=quality)
+        fed = 0
+        for i in range(0, len(ulaw), 160):
+            fed += 20
+            if conv.convert(ulaw[i : i + 160]):
+                break
+        first_output_ms[quality] = fed
+    assert first_output_ms["QQ"] == 20
+    assert first_output_ms["HQ"] >= 80
