@@ -21,7 +21,7 @@ import functools
 import logging
 import time
 import warnings
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -187,8 +187,16 @@ class DeepgramStt:
         return stream
 
 
-class DeepgramStream:
-    def __init__(self, client: AsyncDeepgramClient, options: DeepgramOptions, call: CallInfo):
+class LiveStream:
+    """One call's recogniser socket that survives drops: audio is kept until a result covers
+    it, and a dropped socket is reopened (within ``reconnect_budget_s``) and the audio not yet
+    covered is sent again, so no caller words are lost. Subclasses say how to connect, what
+    runs beside the receiver, and how to read messages (listen.v1 here, Flux in
+    ``deepgram_flux``)."""
+
+    provider = "deepgram"
+
+    def __init__(self, client: AsyncDeepgramClient, options: Any, call: CallInfo) -> None:
         self.options = options
         self.call = call
         self._client = client
@@ -198,7 +206,7 @@ class DeepgramStream:
         self._closing = False
         self._connected: asyncio.Future[None] | None = None
         self._task: asyncio.Task[None] | None = None
-        self._last_send = 0.0
+        self._session_ok = False
         self.sent_bytes = 0  # billed audio, replays included
         self.replayed_bytes = 0
         self.reconnects = 0
@@ -209,7 +217,7 @@ class DeepgramStream:
 
     async def start(self) -> None:
         self._connected = asyncio.get_running_loop().create_future()
-        self._task = asyncio.create_task(self._run(), name=f"deepgram-{self.call.call_id}")
+        self._task = asyncio.create_task(self._run(), name=f"{self.provider}-{self.call.call_id}")
         try:
             await self._connected
         except BaseException:
@@ -218,10 +226,11 @@ class DeepgramStream:
 
     async def send(self, chunk: AudioChunk) -> None:
         if chunk.format != MULAW_8K:
-            raise ValueError(f"deepgram stream expects {MULAW_8K}, got {chunk.format}")
+            raise ValueError(f"{self.provider} stream expects {MULAW_8K}, got {chunk.format}")
         if self._closing:
             return
         self._buf.append(chunk.data)
+        self._audio_arrived()
         self._audio.set()
 
     async def events(self) -> AsyncIterator[SttEvent]:
@@ -248,15 +257,110 @@ class DeepgramStream:
         event(
             log,
             "stt_closed",
-            provider="deepgram",
+            provider=self.provider,
             audio_s=round(self.audio_seconds, 2),
             replayed_s=round(self.replayed_bytes / MULAW_8K.bytes_per_second, 2),
             reconnects=self.reconnects,
+            **self._close_fields(),
         )
         with contextlib.suppress(asyncio.QueueFull):
             self._events.put_nowait(None)
 
     # ----------------------------------------------------------------------- socket loop
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        assert self._connected is not None
+        down_since: float | None = None
+        delay = 0.05
+        while not self._closing:
+            reason = "closed by server"
+            try:
+                await self._session()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # socket, HTTP and timeout errors alike: reconnect
+                reason = self._reason(exc)
+            if self._closing:
+                break
+            if self._session_ok:  # we were connected: the outage starts now
+                down_since, delay = None, 0.05
+            now = loop.time()
+            down_since = now if down_since is None else down_since
+            first = not self._connected.done()
+            budget = self.options.connect_timeout_s if first else self.options.reconnect_budget_s
+            if self._permanent(reason) or now - down_since >= budget:
+                if first:
+                    self._connected.set_exception(
+                        DeepgramError(f"{self.provider} connect: {reason}")
+                    )
+                    return
+                event(log, "stt_gave_up", provider=self.provider, reason=reason)
+                await self._events.put(SttFailure(f"{self.provider}: {reason}", fatal=True))
+                break
+            event(log, "stt_reconnecting", provider=self.provider, reason=reason)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.5)
+        await self._events.put(None)
+
+    async def _session(self) -> None:
+        self._session_ok = False
+        async with contextlib.AsyncExitStack() as stack:
+            async with asyncio.timeout(self.options.connect_timeout_s):
+                sock = await stack.enter_async_context(self._connect())
+            replay = self._buf.restart()
+            self._socket_opened()
+            if self._connected is not None and not self._connected.done():
+                self._connected.set_result(None)
+            else:
+                self.reconnects += 1
+                self.replayed_bytes += replay
+                event(log, "stt_reconnected", provider=self.provider, replay_bytes=replay)
+            self._session_ok = True
+            helpers = [asyncio.create_task(job) for job in self._beside_receiver(sock)]
+            try:
+                await self._receive_loop(sock)
+            finally:
+                for task in helpers:
+                    task.cancel()
+                for task in helpers:
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await task
+
+    # ----------------------------------------------------------------------- per protocol
+
+    def _connect(self) -> Any:
+        raise NotImplementedError
+
+    def _beside_receiver(self, sock: Any) -> list[Coroutine[Any, Any, None]]:
+        """What runs while the receiver reads the socket (the sender, keep-alives)."""
+        raise NotImplementedError
+
+    async def _receive_loop(self, sock: Any) -> None:
+        raise NotImplementedError
+
+    def _audio_arrived(self) -> None:
+        pass
+
+    def _socket_opened(self) -> None:
+        pass
+
+    def _close_fields(self) -> dict[str, Any]:
+        return {}
+
+    def _reason(self, exc: BaseException) -> str:
+        return _describe(exc)
+
+    def _permanent(self, reason: str) -> bool:
+        return _is_auth(reason)
+
+
+class DeepgramStream(LiveStream):
+    """listen.v1: interim results, endpointing and utterance ends; KeepAlive while idle."""
+
+    def __init__(self, client: AsyncDeepgramClient, options: DeepgramOptions, call: CallInfo):
+        super().__init__(client, options, call)
+        self._last_send = 0.0
 
     def _params(self) -> dict[str, Any]:
         o = self.options
@@ -272,66 +376,14 @@ class DeepgramStream:
             "smart_format": "true",
         }
 
-    async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        assert self._connected is not None
-        down_since: float | None = None
-        delay = 0.05
-        while not self._closing:
-            reason = "closed by server"
-            try:
-                await self._session()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # socket, HTTP and timeout errors alike: reconnect
-                reason = _describe(exc)
-            if self._closing:
-                break
-            if self._session_ok:  # we were connected: the outage starts now
-                down_since, delay = None, 0.05
-            now = loop.time()
-            down_since = now if down_since is None else down_since
-            first = not self._connected.done()
-            budget = self.options.connect_timeout_s if first else self.options.reconnect_budget_s
-            if _is_auth(reason) or now - down_since >= budget:
-                if first:
-                    self._connected.set_exception(DeepgramError(f"deepgram connect: {reason}"))
-                    return
-                event(log, "stt_gave_up", provider="deepgram", reason=reason)
-                await self._events.put(SttFailure(f"deepgram: {reason}", fatal=True))
-                break
-            event(log, "stt_reconnecting", provider="deepgram", reason=reason)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 0.5)
-        await self._events.put(None)
+    def _connect(self) -> Any:
+        return self._client.listen.v1.connect(**self._params())
 
-    _session_ok = False
+    def _socket_opened(self) -> None:
+        self._last_send = time.monotonic()
 
-    async def _session(self) -> None:
-        self._session_ok = False
-        async with contextlib.AsyncExitStack() as stack:
-            cm = self._client.listen.v1.connect(**self._params())
-            async with asyncio.timeout(self.options.connect_timeout_s):
-                sock = await stack.enter_async_context(cm)
-            replay = self._buf.restart()
-            if self._connected is not None and not self._connected.done():
-                self._connected.set_result(None)
-            else:
-                self.reconnects += 1
-                self.replayed_bytes += replay
-                event(log, "stt_reconnected", provider="deepgram", replay_bytes=replay)
-            self._session_ok = True
-            self._last_send = time.monotonic()
-            sender = asyncio.create_task(self._send_loop(sock))
-            keeper = asyncio.create_task(self._keepalive_loop(sock))
-            try:
-                await self._receive_loop(sock)
-            finally:
-                for task in (sender, keeper):
-                    task.cancel()
-                for task in (sender, keeper):
-                    with contextlib.suppress(asyncio.CancelledError, Exception):
-                        await task
+    def _beside_receiver(self, sock: Any) -> list[Coroutine[Any, Any, None]]:
+        return [self._send_loop(sock), self._keepalive_loop(sock)]
 
     async def _send_loop(self, sock: Any) -> None:
         while True:  # drain first: after a reconnect the replay is already waiting

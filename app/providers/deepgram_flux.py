@@ -27,17 +27,16 @@ import asyncio
 import contextlib
 import time
 import warnings
-from collections.abc import AsyncIterator
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any
 
-from app.core.audio import MULAW_8K, AudioChunk
-from app.core.providers import CallInfo, SpeechStarted, SttEvent, SttFailure, Transcript
+from app.core.audio import MULAW_8K
+from app.core.providers import CallInfo, SpeechStarted, SttEvent, Transcript
 from app.logs import event, get_logger, register_secret
 from app.providers.deepgram import (
     AsyncDeepgramClient,
-    DeepgramError,
-    ReplayBuffer,
+    LiveStream,
     _describe,
     environment_for,
 )
@@ -155,83 +154,17 @@ class FluxStt:
         return stream
 
 
-class FluxStream:
+class FluxStream(LiveStream):
+    """listen.v2: turns from the model; silence sent for gaps (Flux only ends a turn on audio
+    it hears); a dropped socket replays the turn in progress from its start."""
+
+    provider = "flux"
+
     def __init__(self, client: AsyncDeepgramClient, options: FluxOptions, call: CallInfo):
-        self.options = options
-        self.call = call
-        self._client = client
-        self._buf = ReplayBuffer(MULAW_8K.bytes_per_second, options.max_buffer_s)
+        super().__init__(client, options, call)
         self._turns = FluxTurns(options.idle_keep_s)
-        self._events: asyncio.Queue[SttEvent | None] = asyncio.Queue(maxsize=256)
-        self._audio = asyncio.Event()
-        self._closing = False
-        self._connected: asyncio.Future[None] | None = None
-        self._task: asyncio.Task[None] | None = None
         self._last_audio = time.monotonic()
-        self._session_ok = False
-        self.sent_bytes = 0  # billed audio, replays and silence fill included
-        self.replayed_bytes = 0
-        self.filled_bytes = 0
-        self.reconnects = 0
-
-    @property
-    def audio_seconds(self) -> float:
-        return self.sent_bytes / MULAW_8K.bytes_per_second
-
-    async def start(self) -> None:
-        self._connected = asyncio.get_running_loop().create_future()
-        self._task = asyncio.create_task(self._run(), name=f"flux-{self.call.call_id}")
-        try:
-            await self._connected
-        except BaseException:
-            await self.aclose()
-            raise
-
-    async def send(self, chunk: AudioChunk) -> None:
-        if chunk.format != MULAW_8K:
-            raise ValueError(f"flux stream expects {MULAW_8K}, got {chunk.format}")
-        if self._closing:
-            return
-        self._buf.append(chunk.data)
-        self._last_audio = time.monotonic()
-        self._audio.set()
-
-    async def events(self) -> AsyncIterator[SttEvent]:
-        while (item := await self._events.get()) is not None:
-            yield item
-
-    async def aclose(self) -> None:
-        if self._closing and self._task is None:
-            return
-        self._closing = True
-        self._audio.set()
-        task, self._task = self._task, None
-        if task is not None:
-            try:
-                async with asyncio.timeout(self.options.connect_timeout_s):
-                    await asyncio.shield(task)  # let it send CloseStream and read the last turn
-            except Exception:
-                pass
-            finally:
-                if not task.done():
-                    task.cancel()
-                    with contextlib.suppress(asyncio.CancelledError, Exception):
-                        await task
-        bps = MULAW_8K.bytes_per_second
-        event(
-            log,
-            "stt_closed",
-            provider="flux",
-            audio_s=round(self.audio_seconds, 2),
-            replayed_s=round(self.replayed_bytes / bps, 2),
-            filled_s=round(self.filled_bytes / bps, 2),
-            turns=self._turns.turns,
-            reconnects=self.reconnects,
-        )
-        with contextlib.suppress(asyncio.QueueFull):
-            self._events.put_nowait(None)
-
-    # ----------------------------------------------------------------------- socket loop
+        self.filled_bytes = 0  # silence fill, billed
 
     def _params(self) -> dict[str, Any]:
         o = self.options
@@ -246,61 +179,27 @@ class FluxStream:
             params["eager_eot_threshold"] = str(o.eager_eot_threshold)
         return params
 
-    async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        assert self._connected is not None
-        down_since: float | None = None
-        delay = 0.05
-        while not self._closing:
-            reason = "closed by server"
-            try:
-                await self._session()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # socket, HTTP, timeout and Error messages alike
-                reason = f"error {exc.code}" if isinstance(exc, FluxError) else _describe(exc)
-            if self._closing:
-                break
-            if self._session_ok:  # we were connected: the outage starts now
-                down_since, delay = None, 0.05
-            now = loop.time()
-            down_since = now if down_since is None else down_since
-            first = not self._connected.done()
-            budget = self.options.connect_timeout_s if first else self.options.reconnect_budget_s
-            if _is_permanent(reason) or now - down_since >= budget:
-                if first:
-                    self._connected.set_exception(DeepgramError(f"flux connect: {reason}"))
-                    return
-                event(log, "stt_gave_up", provider="flux", reason=reason)
-                await self._events.put(SttFailure(f"flux: {reason}", fatal=True))
-                break
-            event(log, "stt_reconnecting", provider="flux", reason=reason)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 0.5)
-        await self._events.put(None)
+    def _connect(self) -> Any:
+        return self._client.listen.v2.connect(**self._params())
 
-    async def _session(self) -> None:
-        self._session_ok = False
-        async with contextlib.AsyncExitStack() as stack:
-            cm = self._client.listen.v2.connect(**self._params())
-            async with asyncio.timeout(self.options.connect_timeout_s):
-                sock = await stack.enter_async_context(cm)
-            replay = self._buf.restart()
-            self._turns.socket_restarted()
-            if self._connected is not None and not self._connected.done():
-                self._connected.set_result(None)
-            else:
-                self.reconnects += 1
-                self.replayed_bytes += replay
-                event(log, "stt_reconnected", provider="flux", replay_bytes=replay)
-            self._session_ok = True
-            sender = asyncio.create_task(self._send_loop(sock))
-            try:
-                await self._receive_loop(sock)
-            finally:
-                sender.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await sender
+    def _socket_opened(self) -> None:
+        self._turns.socket_restarted()
+
+    def _beside_receiver(self, sock: Any) -> list[Coroutine[Any, Any, None]]:
+        return [self._send_loop(sock)]
+
+    def _audio_arrived(self) -> None:
+        self._last_audio = time.monotonic()
+
+    def _close_fields(self) -> dict[str, Any]:
+        bps = MULAW_8K.bytes_per_second
+        return {"filled_s": round(self.filled_bytes / bps, 2), "turns": self._turns.turns}
+
+    def _reason(self, exc: BaseException) -> str:
+        return f"error {exc.code}" if isinstance(exc, FluxError) else _describe(exc)
+
+    def _permanent(self, reason: str) -> bool:
+        return _is_permanent(reason)
 
     async def _send_loop(self, sock: Any) -> None:
         fill_after = self.options.silence_fill_s
