@@ -217,12 +217,8 @@ async def test_no_key_or_transcript_in_logs(fake, caplog):
 
 async def test_audio_socket_is_opened_without_compression(fake):
     # µ-law does not compress; deflating every 20 ms frame only costs CPU
-    stream = await stt(fake).open(CallInfo("CAnocompress", "twilio"))
+    stream = await stt(fake).open(CallInfo("CAnocompress", "twilio"))  # returns once connected
     try:
-        await stream.send(AudioChunk(bytes(160), MULAW_8K))
-        async with asyncio.timeout(5):
-            while not fake.extensions:
-                await asyncio.sleep(0.01)
+        assert fake.extensions == [""]
     finally:
         await stream.aclose()
-    assert fake.extensions == [""]
