@@ -170,7 +170,7 @@ class AgentSettings:
     barge_in_sure_ms: int = 700
     barge_in_min_words: int = 2
     llm_filler_after_s: float = 1.2  # say ``filler`` if the model has not spoken by then
-    llm_giveup_after_s: float = 6.0  # then ``fallback`` and carry on
+    llm_giveup_after_s: float = 3.5  # then ``fallback`` and carry on
 
 
 @dataclass(frozen=True, slots=True)

@@ -37,7 +37,7 @@ class AgentScript:
     idle_timeout_s: float = 12.0
     max_call_s: float = 1800.0
     llm_filler_after_s: float = 1.2
-    llm_giveup_after_s: float = 6.0
+    llm_giveup_after_s: float = 3.5
     dtmf_timeout_s: float = 2.0
     max_history_messages: int = 60
     tools: tuple[ToolSpec, ...] = (END_CALL, TRANSFER_CALL)
