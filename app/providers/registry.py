@@ -167,6 +167,10 @@ def build_providers(settings: Settings) -> Providers:
         llm=build_one("llm", settings),
         tts=build_one("tts", settings),
     )
+    if providers.stt.name != "whisper":
+        # A cloud recogniser that cannot be reached must not leave a call deaf: the embedded
+        # one takes such calls (its model loads on first use, off the event loop).
+        providers.stt_fallback = _whisper(settings)
     event(
         log, "providers_selected",
         stt=providers.stt.name, llm=providers.llm.name, tts=providers.tts.name,

@@ -24,6 +24,9 @@ class Providers:
     stt: SpeechToText
     llm: LanguageModel
     tts: TextToSpeech
+    # Used when ``stt`` cannot open a stream for a call (a cloud recogniser that is down):
+    # the embedded recogniser, so the call is still heard. None when ``stt`` is local.
+    stt_fallback: SpeechToText | None = None
 
 
 class CallObserver(Protocol):

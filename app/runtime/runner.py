@@ -198,15 +198,14 @@ class CallRunner:
         """Caller audio in ``sink.format``. Awaits when the call is behind (backpressure)."""
         if self.ended:
             return
-        converted = self._stt_in.chunk(chunk)
         if self._stt is not None:
             self._stt_ms += chunk.duration_ms
             try:
-                await self._stt.send(converted)
+                await self._stt.send(self._stt_in.chunk(chunk))
             except Exception as exc:
                 self._post(SttUpdate(SttFailure(type(exc).__name__)))
         elif self._stt_opening and len(self._stt_backlog) < STT_BACKLOG_CHUNKS:
-            self._stt_backlog.append(converted)  # the recogniser is still connecting
+            self._stt_backlog.append(chunk)  # the recogniser is still connecting
         await self._mailbox.put(CallerAudio(chunk))
 
     def mark_reached(self, name: str) -> None:
@@ -240,22 +239,30 @@ class CallRunner:
                 await self._close()
 
     async def _open_stt(self) -> None:
-        try:
-            stream = await self.providers.stt.open(self.call)
-        except Exception as exc:
+        stream = None
+        candidates = [self.providers.stt, getattr(self.providers, "stt_fallback", None)]
+        for stt in [c for c in candidates if c is not None]:
+            try:
+                stream = await stt.open(self.call)
+            except Exception as exc:
+                event(log, "stt_open_failed", provider=stt.name, error=type(exc).__name__)
+                self._post(SttUpdate(SttFailure(f"{stt.name} open: {type(exc).__name__}")))
+                continue
+            if stt is not self.providers.stt:
+                event(log, "stt_failover", provider=stt.name)
+                self._stt_in = Converter(self.sink.format, stt.input_format)
+            break
+        if stream is None:
             self._stt_opening = False
             self._stt_backlog.clear()
-            event(
-                log, "stt_open_failed", provider=self.providers.stt.name, error=type(exc).__name__
-            )
-            self._post(SttUpdate(SttFailure(f"open: {type(exc).__name__}", fatal=True)))
+            self._post(SttUpdate(SttFailure("no recogniser could be opened", fatal=True)))
             return
         self._spawn(self._read_stt(stream))
         try:
             while self._stt_backlog:  # audio that arrived while connecting, in order
                 chunk = self._stt_backlog.popleft()
                 self._stt_ms += chunk.duration_ms
-                await stream.send(chunk)
+                await stream.send(self._stt_in.chunk(chunk))
         except asyncio.CancelledError:
             await stream.aclose()  # the call ended while we caught up: nobody else will
             raise
