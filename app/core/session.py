@@ -189,7 +189,11 @@ class Session:
             return
         self._started_at = now
         self._max_at = now + self.script.max_call_s
-        out.append(Emit(CallEvent("call_started", now, {"transport": self.call.transport})))
+        detail: dict[str, str | int | float | bool] = {
+            "transport": self.call.transport,
+            "direction": self.call.direction,
+        }
+        out.append(Emit(CallEvent("call_started", now, detail)))
         self._speak(self.script.greeting, 0, out, cached=True)
 
     def _say_goodbye(self, reason: str, now: float, out: list[Action], interrupt: bool) -> None:

@@ -227,7 +227,6 @@ class CallRunner:
 
     async def run(self) -> None:
         with bind_call(self.call.call_id):
-            event(log, "call_started", transport=self.call.transport, direction=self.call.direction)
             try:
                 # The greeting does not wait for the recogniser's connection (100-300 ms to a
                 # cloud service): caller audio meanwhile is kept and sent once it is open.
