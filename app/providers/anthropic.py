@@ -40,6 +40,7 @@ from app.core.providers import (
     ToolSpec,
 )
 from app.logs import event, get_logger, register_secret
+from app.providers.budget import Failure, may_retry
 
 log = get_logger(__name__)
 # At DEBUG the SDK and its HTTP stack log request bodies, i.e. the conversation: keep them quiet.
@@ -225,14 +226,9 @@ class ClaudeLlm:
                         )
                     yield item
                 return
-            except _Failure as failure:
+            except Failure as failure:
                 remaining = deadline - loop.time()
-                retry = (
-                    failure.retryable
-                    and not spoke
-                    and attempt < self.options.max_attempts
-                    and remaining > failure.wait + 0.05
-                )
+                retry = may_retry(failure, spoke, attempt, self.options.max_attempts, remaining)
                 event(
                     log,
                     "llm_error",
@@ -246,7 +242,7 @@ class ClaudeLlm:
                 await asyncio.sleep(failure.wait)
 
     async def _attempt(self, params: dict[str, Any], deadline: float) -> AsyncIterator[LlmEvent]:
-        """One request. Raises ``_Failure`` describing what went wrong."""
+        """One request. Raises ``Failure`` describing what went wrong."""
         queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=64)
         pump = asyncio.create_task(self._pump(params, queue))
         loop = asyncio.get_running_loop()
@@ -264,10 +260,10 @@ class ClaudeLlm:
                     async with asyncio.timeout(limit):
                         item = await queue.get()
                 except TimeoutError:
-                    raise _Failure(f"no answer within {limit:.1f}s", True, 0.0) from None
+                    raise Failure(f"no answer within {limit:.1f}s", True, 0.0) from None
                 if item is None:
                     break
-                if isinstance(item, _Failure):
+                if isinstance(item, Failure):
                     raise item
                 if isinstance(item, LlmUsage):
                     usage = item
@@ -305,25 +301,14 @@ class ClaudeLlm:
         except anthropic.APIStatusError as exc:
             await queue.put(_status_failure(exc))
         except anthropic.APITimeoutError as exc:
-            await queue.put(_Failure("timeout", True, 0.05, exc))
+            await queue.put(Failure("timeout", True, 0.05, exc))
         except anthropic.APIConnectionError as exc:
-            await queue.put(_Failure(f"connection: {type(exc.__cause__).__name__}", True, 0.1, exc))
+            await queue.put(Failure(f"connection: {type(exc.__cause__).__name__}", True, 0.1, exc))
         except Exception as exc:  # a malformed stream: not worth a retry
-            await queue.put(_Failure(f"bad stream: {type(exc).__name__}", False, 0.0, exc))
+            await queue.put(Failure(f"bad stream: {type(exc).__name__}", False, 0.0, exc))
 
 
-class _Failure(Exception):
-    def __init__(
-        self, reason: str, retryable: bool, wait: float, cause: BaseException | None = None
-    ):
-        super().__init__(reason)
-        self.reason = reason
-        self.retryable = retryable
-        self.wait = wait
-        self.__cause__ = cause
-
-
-def _status_failure(exc: anthropic.APIStatusError) -> _Failure:
+def _status_failure(exc: anthropic.APIStatusError) -> Failure:
     status = exc.status_code
     kind = ""
     if isinstance(exc.body, dict):
@@ -335,7 +320,7 @@ def _status_failure(exc: anthropic.APIStatusError) -> _Failure:
     if retry_after:
         with contextlib.suppress(ValueError):
             wait = max(wait, float(retry_after))
-    return _Failure(f"HTTP {status} {kind}".strip(), retryable, wait, exc)
+    return Failure(f"HTTP {status} {kind}".strip(), retryable, wait, exc)
 
 
 def create(settings: Any) -> ClaudeLlm:

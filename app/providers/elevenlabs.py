@@ -37,6 +37,7 @@ from elevenlabs.core.api_error import ApiError
 
 from app.core.audio import CANONICAL, MULAW_8K, PCM_8K, PCM_48K, AudioChunk, AudioFormat, Encoding
 from app.logs import event, get_logger, register_secret
+from app.providers.budget import Failure, may_retry
 
 log = get_logger(__name__)
 # At DEBUG the SDK and httpx log request URLs and bodies (the agent's words): keep them quiet.
@@ -120,14 +121,9 @@ class ElevenLabsTts:
                         event(log, "tts_first_audio", provider="elevenlabs", ms=ms, attempt=attempt)
                     yield AudioChunk(data, fmt)
                 return
-            except _Failure as failure:
+            except Failure as failure:
                 remaining = deadline - loop.time()
-                retry = (
-                    failure.retryable
-                    and not sent
-                    and attempt < self.options.max_attempts
-                    and remaining > failure.wait + 0.05
-                )
+                retry = may_retry(failure, sent, attempt, self.options.max_attempts, remaining)
                 event(
                     log,
                     "tts_error",
@@ -160,10 +156,10 @@ class ElevenLabsTts:
                     async with asyncio.timeout(limit):
                         item = await queue.get()
                 except TimeoutError:
-                    raise _Failure(f"no audio within {limit:.1f}s", first, 0.0) from None
+                    raise Failure(f"no audio within {limit:.1f}s", first, 0.0) from None
                 if item is None:
                     return
-                if isinstance(item, _Failure):
+                if isinstance(item, Failure):
                     raise item
                 first = False
                 yield item
@@ -187,25 +183,14 @@ class ElevenLabsTts:
             await queue.put(None)
         except ApiError as exc:
             status = exc.status_code or 0
-            await queue.put(_Failure(f"HTTP {status}", status in _RETRYABLE, 0.05, exc))
+            await queue.put(Failure(f"HTTP {status}", status in _RETRYABLE, 0.05, exc))
         except httpx.TimeoutException as exc:
-            await queue.put(_Failure("timeout", True, 0.0, exc))
+            await queue.put(Failure("timeout", True, 0.0, exc))
         except httpx.TransportError as exc:
-            await queue.put(_Failure(f"connection: {type(exc).__name__}", True, 0.05, exc))
+            await queue.put(Failure(f"connection: {type(exc).__name__}", True, 0.05, exc))
 
     async def aclose(self) -> None:
         await self._http.aclose()
-
-
-class _Failure(Exception):
-    def __init__(
-        self, reason: str, retryable: bool, wait: float, cause: BaseException | None = None
-    ):
-        super().__init__(reason)
-        self.reason = reason
-        self.retryable = retryable
-        self.wait = wait
-        self.__cause__ = cause
 
 
 def _align(data: bytes, width: int) -> tuple[bytes, bytes]:
