@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 
@@ -10,7 +9,7 @@ import pytest
 from deepgram.listen.v2.types import ListenV2TurnInfo
 
 from app.config import ConfigError, Settings
-from app.core.audio import MULAW_8K, AudioChunk, pcm16_to_mulaw
+from app.core.audio import pcm16_to_mulaw
 from app.core.providers import CallInfo, SpeechStarted, SttEvent, SttFailure, Transcript
 from app.doctor import diagnose
 from app.logs import JsonFormatter
@@ -19,6 +18,8 @@ from app.providers.deepgram_flux import FluxOptions, FluxStt, FluxTurns, fill_si
 from app.providers.registry import build_one, choose
 from tests.fakes import tonecode
 from tests.fakes.flux_server import FluxEngine, FluxFake, FluxQuery
+from tests.providers.test_deepgram import collect, feed
+from tests.providers.test_deepgram import mulaw as dg_mulaw
 
 KEY = "dg-flux-secret-5678"
 CALL = CallInfo(call_id="CA-flux-test", transport="twilio")
@@ -27,29 +28,11 @@ SECOND = "tuesday at ten please"
 
 
 def mulaw(text: str, pause_ms: float = 900) -> bytes:
-    return pcm16_to_mulaw(tonecode.encode(text) + tonecode.silence(pause_ms))
+    return dg_mulaw(text, pause_ms)
 
 
 def is_end(ev: SttEvent) -> bool:
     return isinstance(ev, Transcript) and ev.is_final
-
-
-async def feed(stream, data: bytes, chunk: int = 160) -> None:
-    for i in range(0, len(data), chunk):
-        await stream.send(AudioChunk(data[i : i + chunk], MULAW_8K))
-
-
-async def collect(stream, until, within: float = 5.0) -> list[SttEvent]:
-    got: list[SttEvent] = []
-
-    async def run() -> None:
-        async for ev in stream.events():
-            got.append(ev)
-            if until(ev):
-                return
-
-    await asyncio.wait_for(run(), within)
-    return got
 
 
 @pytest.fixture
