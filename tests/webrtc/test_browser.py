@@ -63,7 +63,9 @@ def chromium_args(wav: Path) -> list[str]:
 async def test_call_button_reaches_the_agent_and_shows_its_reply(loopback_ice, tmp_path) -> None:
     from playwright.async_api import async_playwright, expect
 
-    wav = caller_wav(tmp_path / "caller.wav", "What are your opening hours?", 7.0, 12.0)
+    # A line the local recogniser hears reliably through Opus (the clinic's hours question as
+    # "What are your opening hours?" sometimes came back too garbled to be understood).
+    wav = caller_wav(tmp_path / "caller.wav", "When are you open?", 7.0, 12.0)
     ctx = await local_context()
     async with serve(ctx) as srv, async_playwright() as pw:
         browser = await pw.chromium.launch(
@@ -83,10 +85,13 @@ async def test_call_button_reaches_the_agent_and_shows_its_reply(loopback_ice, t
                 1, timeout=20_000
             )
             reply = captions.filter(has_text="Monday to Friday")
-            await expect(reply).to_have_count(1, timeout=40_000)
+            try:
+                await expect(reply).to_have_count(1, timeout=40_000)
+            except AssertionError as exc:
+                raise AssertionError(await captions.all_text_contents()) from exc
             assert await reply.get_attribute("data-role") == "agent"
             heard = page.locator("#captions li.caller")
-            assert "hour" in (await heard.first.text_content() or "").lower()
+            assert "open" in (await heard.first.text_content() or "").lower()
             assert await page.locator("#error").is_hidden(), console
 
             await page.click("#hangup")
