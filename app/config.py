@@ -6,6 +6,8 @@ that names the variable; secrets are never echoed back.
 
 from __future__ import annotations
 
+import ipaddress
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -16,6 +18,47 @@ from urllib.parse import urlsplit
 
 class ConfigError(ValueError):
     """A setting is missing or malformed. The message names the variable."""
+
+
+DOTENV_FILE = ".env"
+
+
+def environment(path: str = DOTENV_FILE) -> dict[str, str]:
+    """The process environment over the ``.env`` file in the working directory, if any.
+
+    The environment wins, so ``fly secrets`` and a shell export override the file. The file is
+    parsed by python-dotenv (quotes, ``export`` prefixes, values with spaces), not by a shell.
+    """
+    merged: dict[str, str] = {}
+    if os.path.isfile(path):
+        from dotenv import dotenv_values
+
+        merged.update({k: v for k, v in dotenv_values(path).items() if v is not None})
+    merged.update(os.environ)
+    return merged
+
+
+def parse_hhmm(text: str) -> int:
+    """``"09:30"`` -> 570 minutes after midnight. Raises ValueError naming the bad value."""
+    hours, sep, minutes = text.strip().partition(":")
+    if not sep or not hours.isdigit() or not minutes.isdigit():
+        raise ValueError(f"expected HH:MM, got {text!r}")
+    value = int(hours) * 60 + int(minutes)
+    if int(minutes) > 59 or value > 24 * 60:
+        raise ValueError(f"expected HH:MM between 00:00 and 24:00, got {text!r}")
+    return value
+
+
+def parse_hours(text: str) -> tuple[int, int]:
+    """Calling hours, ``09:00-20:00`` or ``09:00,20:00`` (both spellings everywhere), as
+    minutes after midnight. Raises ValueError naming what is wrong."""
+    parts = re.split(r"\s*[-,]\s*", text.strip())
+    if len(parts) != 2:
+        raise ValueError(f"expected START-END like 09:00-20:00, got {text!r}")
+    start, end = parse_hhmm(parts[0]), parse_hhmm(parts[1])
+    if not start < end:
+        raise ValueError(f"calling hours must start before they end, got {text!r}")
+    return start, end
 
 
 class _Env:
@@ -49,6 +92,8 @@ class _Env:
             value = float(raw)
         except ValueError:
             raise ConfigError(f"{key} must be a number, got {raw!r}") from None
+        if not math.isfinite(value):  # nan compares false with every bound
+            raise ConfigError(f"{key} must be a finite number, got {raw!r}")
         return self._range(key, value, lo, hi)
 
     def bool(self, key: str, default: bool) -> bool:
@@ -89,6 +134,15 @@ class ServerSettings:
     log_level: str = "info"
     max_concurrent_calls: int = 100
     drain_timeout_s: float = 240.0
+    # Peers whose X-Forwarded-For is believed (CIDRs). On fly.io the proxy's Fly-Client-IP is.
+    trusted_proxies: tuple[str, ...] = ()
+    on_fly: bool = False  # FLY_APP_NAME is set: behind fly's proxy
+    # More than one instance shares the work (true on fly): needs a shared database and a
+    # shared WebRTC token secret, or start-up is refused.
+    multi_instance: bool = False
+    # Prometheus metrics on their own port (fly's [metrics] scrapes it over the private
+    # network); 0 = only on the public port, and there only with METRICS_TOKEN or to loopback.
+    metrics_port: int = 9091
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +150,10 @@ class TwilioSettings:
     account_sid: str | None = None
     auth_token: str | None = None  # secret
     api_base_url: str | None = None  # REST base override for tests/staging
+    # An API key (SK...) and its secret instead of the auth token for REST calls; the auth
+    # token is still what checks Twilio's webhook signatures.
+    api_key: str | None = None
+    api_secret: str | None = None  # secret
     stream_token_ttl_s: int = 120
 
 
@@ -188,6 +246,11 @@ class WebRtcSettings:
     max_calls: int = 20
     offers_per_minute: int = 10  # per client IP
     connect_timeout_s: float = 20.0
+    # Anyone may start a web call from the page at / (each spends provider credits). Default:
+    # on with the embedded providers only, off once any cloud provider is active; when off, a
+    # web call needs API_TOKEN (the page takes it as #token=...) or a loopback peer.
+    public: bool = True
+    daily_cap: int = 500  # web calls per UTC day across all instances (0: none)
 
 
 @dataclass(frozen=True, slots=True)
@@ -269,7 +332,7 @@ class Settings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
-        e = _Env(os.environ if env is None else env)
+        e = _Env(environment() if env is None else env)
         public_url = e.opt("PUBLIC_URL")
         if public_url is not None:
             parts = urlsplit(public_url)
@@ -277,6 +340,7 @@ class Settings:
                 raise ConfigError(f"PUBLIC_URL must be an http(s) URL, got {public_url!r}")
             public_url = public_url.rstrip("/")
         provider_names = ("auto", "local", "deepgram", "flux", "whisper")
+        on_fly = bool(e.opt("FLY_APP_NAME"))
         server = ServerSettings(
             host=e.str("HOST", "127.0.0.1"),
             port=e.int("PORT", 8080, 1, 65535),
@@ -284,13 +348,21 @@ class Settings:
             log_level=e.choice("LOG_LEVEL", "info", ("debug", "info", "warning", "error")),
             max_concurrent_calls=e.int("MAX_CONCURRENT_CALLS", 100, 1, 100_000),
             drain_timeout_s=e.float("DRAIN_TIMEOUT_S", 240.0, 0, 3600),
+            trusted_proxies=_networks(e, "TRUSTED_PROXIES"),
+            on_fly=on_fly,
+            multi_instance=e.bool("MULTI_INSTANCE", on_fly),
+            metrics_port=e.int("METRICS_PORT", 9091, 0, 65535),
         )
         twilio = TwilioSettings(
             account_sid=e.opt("TWILIO_ACCOUNT_SID"),
             auth_token=e.opt("TWILIO_AUTH_TOKEN"),
             api_base_url=e.opt("TWILIO_API_BASE_URL"),
+            api_key=e.opt("TWILIO_API_KEY"),
+            api_secret=e.opt("TWILIO_API_SECRET"),
             stream_token_ttl_s=e.int("STREAM_TOKEN_TTL_S", 120, 5, 3600),
         )
+        if bool(twilio.api_key) != bool(twilio.api_secret):
+            raise ConfigError("TWILIO_API_KEY and TWILIO_API_SECRET go together: set both")
         providers = ProviderSettings(
             stt=e.choice("STT_PROVIDER", "auto", provider_names),
             llm=e.choice("LLM_PROVIDER", "auto", ("auto", "local", "scripted", "anthropic")),
@@ -337,16 +409,66 @@ class Settings:
             llm_filler_after_s=e.float("LLM_FILLER_AFTER_S", d.llm_filler_after_s, 0.1, 30),
             llm_giveup_after_s=e.float("LLM_GIVEUP_AFTER_S", d.llm_giveup_after_s, 0.5, 60),
         )
-        webrtc = _webrtc_settings(e)
-        return cls(
+        webrtc = _webrtc_settings(e, cloud_active=_cloud_active(providers))
+        settings = cls(
             server=server, twilio=twilio, providers=providers, agent=agent, webrtc=webrtc,
             ops=_ops_settings(e),
             store=_store_settings(e), outbound=_outbound_settings(e),
             callcentre=_callcentre_settings(e),
         )
+        _check_instances(settings)
+        return settings
 
 
-def _webrtc_settings(e: _Env) -> WebRtcSettings:
+def _cloud_active(p: ProviderSettings) -> bool:
+    """Would a call spend cloud credits? (A forced cloud provider, or auto with its key.)"""
+    c = p.cloud
+    return (
+        p.stt in ("deepgram", "flux") or (p.stt == "auto" and bool(c.deepgram_api_key))
+        or p.llm == "anthropic" or (p.llm == "auto" and bool(c.anthropic_api_key))
+        or p.tts == "elevenlabs" or (p.tts == "auto" and bool(c.elevenlabs_api_key))
+    )
+
+
+FLY_STEPS = (
+    "fly postgres create && fly postgres attach <db-app>   (sets DATABASE_URL), and "
+    "fly secrets set WEBRTC_TOKEN_SECRET=$(openssl rand -hex 32); "
+    "or, for a single machine, fly scale count 1 and MULTI_INSTANCE=false"
+)
+
+
+def _check_instances(settings: Settings) -> None:
+    """Several instances must share their state: one PostgreSQL (call records, campaigns,
+    pacing) and one WebRTC token secret (a web call's session and offer may land on two
+    machines). Refused at start-up rather than found out from a split call log."""
+    if not settings.server.multi_instance:
+        return
+    problems = []
+    url = settings.store.database_url or ""
+    if not url.startswith(("postgres://", "postgresql")):
+        problems.append("DATABASE_URL must be a shared PostgreSQL (SQLite is per machine)")
+    if not settings.webrtc.token_secret and settings.webrtc.max_calls > 0:
+        problems.append("WEBRTC_TOKEN_SECRET must be set, the same on every instance")
+    if problems:
+        where = "on fly.io (FLY_APP_NAME is set)" if settings.server.on_fly else "MULTI_INSTANCE"
+        raise ConfigError(
+            f"several instances ({where}) need shared state: " + "; ".join(problems)
+            + ". Fix: " + FLY_STEPS
+        )
+
+
+def _networks(e: _Env, key: str) -> tuple[str, ...]:
+    out = []
+    for item in e.list(key):
+        try:
+            out.append(str(ipaddress.ip_network(item, strict=False)))
+        except ValueError:
+            raise ConfigError(f"{key} entries must be IP addresses or CIDRs, got {item!r}") \
+                from None
+    return tuple(out)
+
+
+def _webrtc_settings(e: _Env, cloud_active: bool = False) -> WebRtcSettings:
     stun = e.list("WEBRTC_STUN_URLS")
     turn = e.list("WEBRTC_TURN_URLS")
     for key, urls, schemes in (
@@ -375,6 +497,8 @@ def _webrtc_settings(e: _Env) -> WebRtcSettings:
         max_calls=e.int("WEBRTC_MAX_CALLS", 20, 0, 10_000),
         offers_per_minute=e.int("WEBRTC_OFFERS_PER_MINUTE", 10, 1, 10_000),
         connect_timeout_s=e.float("WEBRTC_CONNECT_TIMEOUT_S", 20.0, 1, 300),
+        public=e.bool("WEBRTC_PUBLIC", not cloud_active),
+        daily_cap=e.int("WEBRTC_DAILY_CAP", 500, 0, 10_000_000),
     )
 
 
@@ -437,6 +561,12 @@ def _callcentre_settings(e: _Env) -> CallCentreSettings:
     )
 
 
+def _dialable_regions() -> frozenset[str]:
+    import phonenumbers
+
+    return frozenset(phonenumbers.SUPPORTED_REGIONS)
+
+
 def _store_settings(e: _Env) -> StoreSettings:
     url = e.opt("DATABASE_URL")
     if url and not url.startswith(("postgresql://", "postgres://", "sqlite", "postgresql+")):
@@ -447,22 +577,29 @@ def _store_settings(e: _Env) -> StoreSettings:
 def _outbound_settings(e: _Env) -> OutboundSettings:
     d = OutboundSettings()
     countries = tuple(c.upper() for c in e.list("ALLOWED_COUNTRIES", d.allowed_countries))
-    if any(len(c) != 2 or not c.isalpha() for c in countries):
-        raise ConfigError("ALLOWED_COUNTRIES must be two-letter ISO codes, e.g. US,CA")
+    unknown = [c for c in countries if c not in _dialable_regions()]
+    if unknown:
+        raise ConfigError(
+            f"ALLOWED_COUNTRIES must be ISO country codes with phone numbering, e.g. US,CA; "
+            f"unknown: {', '.join(unknown)}"
+        )
+    region = e.str("DIAL_DEFAULT_REGION", d.default_region).upper()
+    if region not in _dialable_regions():
+        raise ConfigError(f"DIAL_DEFAULT_REGION must be an ISO country code, got {region!r}")
     actions = ("agent", "voicemail", "hangup")
-    hours = e.list("CAMPAIGN_CALLING_HOURS", ())
-    start, end = (hours[0], hours[1]) if len(hours) == 2 else d.campaign_hours
-    if hours and len(hours) != 2:
-        raise ConfigError("CAMPAIGN_CALLING_HOURS must be START,END like 09:00,20:00")
-    for value in (start, end):
-        hh, sep, mm = value.partition(":")
-        if not (sep and hh.isdigit() and mm.isdigit() and int(hh) * 60 + int(mm) <= 1440):
-            raise ConfigError(f"CAMPAIGN_CALLING_HOURS must be HH:MM,HH:MM; got {value!r}")
+    raw_hours = e.str("CAMPAIGN_CALLING_HOURS", "")
+    start, end = d.campaign_hours
+    if raw_hours:
+        try:
+            parse_hours(raw_hours)
+        except ValueError as exc:
+            raise ConfigError(f"CAMPAIGN_CALLING_HOURS: {exc}") from None
+        start, end = re.split(r"\s*[-,]\s*", raw_hours)
     account_cps = e.float("TWILIO_CPS", d.account_cps, 0.01, 1000)
     return OutboundSettings(
         from_number=e.opt("OUTBOUND_FROM_NUMBER"),
         allowed_countries=countries,
-        default_region=e.str("DIAL_DEFAULT_REGION", d.default_region).upper(),
+        default_region=region,
         voicemail_message=e.str("VOICEMAIL_MESSAGE", d.voicemail_message),
         amd_fax_action=e.choice("AMD_FAX_ACTION", d.amd_fax_action, actions),
         amd_unknown_action=e.choice("AMD_UNKNOWN_ACTION", d.amd_unknown_action, actions),

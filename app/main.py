@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import sys
 import time
 
 import uvicorn
@@ -64,6 +65,8 @@ async def build_context(settings: Settings) -> AppContext:
     await phrases.warm(
         providers.tts, script.cached_phrases(), formats=(MULAW_8K, CANONICAL), fallback=fallback
     )
+    if providers.tts.name == "espeak":
+        await _check_agent_voices(settings)
     ctx = AppContext(settings, providers, phrases)
     event(
         log,
@@ -76,9 +79,34 @@ async def build_context(settings: Settings) -> AppContext:
     return ctx
 
 
+async def _check_agent_voices(settings: Settings) -> None:
+    """Every agent profile's eSpeak voice exists: an unknown one is a start-up error naming the
+    agent, not a failure on its first call."""
+    from app.providers.local_tts import TtsError, render
+
+    book = settings.callcentre.agents
+    for name, agent in (book.agents.items() if book is not None else ()):
+        if agent.voice:
+            try:
+                await asyncio.to_thread(render, "Hello.", CANONICAL, agent.voice)
+            except TtsError as exc:
+                where = settings.callcentre.agents_file
+                raise TtsError(f"agent {name!r} in {where}: {exc}") from None
+
+
+async def check_store(settings: Settings) -> None:
+    """Open the database once before anything else, so a wrong DATABASE_URL is one clear line
+    at start-up rather than a traceback from the server's lifespan."""
+    from app.store import Store
+
+    store = await Store.open(settings.store.database_url)
+    await store.close()
+
+
 async def serve(settings: Settings) -> None:
     from app.server import create_app
 
+    await check_store(settings)
     ctx = await build_context(settings)
     ops_sentry.install(ctx)
     app = create_app(ctx)
@@ -113,13 +141,22 @@ def run_serve(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         configure()
         event(log, "config_error", error=str(exc))
-        print(f"configuration error: {exc}")
+        print(f"configuration error: {exc}", file=sys.stderr)
         return 2
     if args.port:
         settings = _with_port(settings, args.port)
     configure(settings.server.log_level)
     register_secrets(settings)
-    asyncio.run(serve(settings))
+    from app.providers.local_tts import TtsError
+    from app.store import StoreError
+
+    try:
+        asyncio.run(serve(settings))
+    except (ConfigError, StoreError, TtsError) as exc:
+        # What a new user mistyped, said once, without a traceback.
+        event(log, "startup_failed", error=str(exc))
+        print(f"cannot start: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

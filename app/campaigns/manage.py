@@ -6,8 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from app.campaigns.csvimport import CsvImport, parse_contacts
-from app.campaigns.policy import parse_hhmm
-from app.config import OutboundSettings
+from app.config import OutboundSettings, parse_hhmm, parse_hours
 from app.logs import event, get_logger
 from app.store import Store
 from app.store.campaigns import CampaignSettings
@@ -33,8 +32,9 @@ def campaign_settings(out: OutboundSettings, overrides: Mapping[str, Any]) -> Ca
         retry_base_s = float(overrides.get("retry_base_s", out.campaign_retry_base_s))
         hours = overrides.get("hours", out.campaign_hours)
         if isinstance(hours, str):
-            hours = hours.split("-") if "-" in hours else hours.split(",")
-        start, end = (parse_hhmm(h) for h in hours)
+            start, end = parse_hours(hours)
+        else:
+            start, end = (parse_hhmm(h) for h in hours)
     except (TypeError, ValueError) as exc:
         raise CampaignInputError(f"bad campaign setting: {exc}") from None
     if not 0 < cps <= out.account_cps:

@@ -19,17 +19,6 @@ DEFAULT_HOURS = (9 * 60, 20 * 60)  # 09:00-20:00 local, in minutes after midnigh
 _UNKNOWN_TZ = "Etc/Unknown"
 
 
-def parse_hhmm(text: str) -> int:
-    """``"09:30"`` -> 570 minutes. Raises ValueError naming the bad value."""
-    hours, sep, minutes = text.strip().partition(":")
-    if not sep or not hours.isdigit() or not minutes.isdigit():
-        raise ValueError(f"expected HH:MM, got {text!r}")
-    value = int(hours) * 60 + int(minutes)
-    if int(minutes) > 59 or value > 24 * 60:
-        raise ValueError(f"expected HH:MM between 00:00 and 24:00, got {text!r}")
-    return value
-
-
 def timezones_for(e164: str, fallback: str = "UTC") -> tuple[str, ...]:
     """IANA zones a number may ring in. A number whose area spans several zones (or a whole
     country) yields all of them; ``fallback`` when the metadata knows none."""

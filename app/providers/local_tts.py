@@ -42,6 +42,22 @@ _SynthCallback = ctypes.CFUNCTYPE(
 )
 
 
+class _VoiceSpec(ctypes.Structure):
+    """espeak_VOICE: a voice selected by language (``en-gb``) rather than by file name."""
+
+    _fields_ = [  # noqa: RUF012 - ctypes layout
+        ("name", ctypes.c_char_p),
+        ("languages", ctypes.c_char_p),
+        ("identifier", ctypes.c_char_p),
+        ("gender", ctypes.c_ubyte),
+        ("age", ctypes.c_ubyte),
+        ("variant", ctypes.c_ubyte),
+        ("xx1", ctypes.c_ubyte),
+        ("score", ctypes.c_int),
+        ("spare", ctypes.c_void_p),
+    ]
+
+
 class TtsError(RuntimeError):
     """eSpeak NG could not be loaded or refused to synthesize."""
 
@@ -64,6 +80,8 @@ class _Espeak:
         lib.espeak_SetSynthCallback.restype = None
         lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
         lib.espeak_SetVoiceByName.restype = ctypes.c_int
+        lib.espeak_SetVoiceByProperties.argtypes = [ctypes.POINTER(_VoiceSpec)]
+        lib.espeak_SetVoiceByProperties.restype = ctypes.c_int
         lib.espeak_SetParameter.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
         lib.espeak_SetParameter.restype = ctypes.c_int
         lib.espeak_Synth.argtypes = [
@@ -98,13 +116,23 @@ class _Espeak:
             self._parts.append(ctypes.string_at(wav, numsamples * 2))
         return 0
 
+    def _select(self, voice: str) -> None:
+        """A voice file name (``en-us``, ``gmw/en``) or a language tag (``en-gb``, ``fr``):
+        eSpeak NG names its British English file ``en``, so ``en-gb`` only matches by language."""
+        if self._lib.espeak_SetVoiceByName(voice.encode()) == _EE_OK:
+            return
+        spec = _VoiceSpec(languages=voice.lower().encode())
+        if not voice.strip() or self._lib.espeak_SetVoiceByProperties(ctypes.byref(spec)) != _EE_OK:
+            raise TtsError(
+                f"unknown eSpeak voice {voice!r}: use a language tag such as en-us, en-gb, fr, de"
+            )
+
     def render(self, text: str, voice: str, rate_wpm: int) -> bytes:
         """Whole clip as 16-bit PCM at ``sample_rate``. Blocking: call it off the event loop."""
         raw = text.encode("utf-8")
         with self._lock:
             if voice != self._voice:
-                if self._lib.espeak_SetVoiceByName(voice.encode()) != _EE_OK:
-                    raise TtsError(f"unknown eSpeak voice {voice!r}")
+                self._select(voice)
                 self._voice = voice
                 self._rate = None  # a new voice resets the rate
             if rate_wpm != self._rate:

@@ -134,6 +134,9 @@ def choose(kind: Kind, settings: Settings) -> str:
                 return name
         return local_name
     if wanted in CLOUD[kind]:
+        entry = CLOUD[kind][wanted]
+        if not entry.key(settings):
+            raise ConfigError(f"{_ENV[kind]}={wanted} needs {entry.key_env}")
         return wanted
     names = ", ".join(["auto", "local", local_name, *CLOUD[kind]])
     raise ConfigError(f"{_ENV[kind]} must be one of {names}; got {wanted!r}")

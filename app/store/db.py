@@ -30,20 +30,84 @@ class StoreError(RuntimeError):
     """The database cannot be used (bad URL, newer schema, unreachable server)."""
 
 
+# libpq's sslmode (what `fly postgres attach`, Heroku, Render, Supabase and Neon hand out) is
+# asyncpg's ``ssl``; both take the same mode names.
+_SSL_MODES = {"disable", "allow", "prefer", "require", "verify-ca", "verify-full"}
+# libpq parameters that mean nothing to asyncpg but are harmless to drop.
+_IGNORED_PARAMS = {"sslrootcert", "sslcert", "sslkey", "target_session_attrs", "channel_binding"}
+
+
 def engine_url(database_url: str | None, default_path: Path = DEFAULT_SQLITE_PATH) -> str:
     """``DATABASE_URL`` -> a SQLAlchemy async URL. Unset: a SQLite file under ./data."""
     if not database_url:
         default_path.parent.mkdir(parents=True, exist_ok=True)
         return f"sqlite+aiosqlite:///{default_path}"
-    for prefix in ("postgresql+asyncpg://", "sqlite+aiosqlite://"):
-        if database_url.startswith(prefix):
-            return database_url
-    for prefix in ("postgresql://", "postgres://"):
-        if database_url.startswith(prefix):
-            return "postgresql+asyncpg://" + database_url[len(prefix) :]
+    if database_url.startswith("sqlite+aiosqlite://"):
+        return database_url
     if database_url.startswith("sqlite://"):
         return "sqlite+aiosqlite://" + database_url[len("sqlite://") :]
+    for prefix in ("postgresql+asyncpg://", "postgresql://", "postgres://"):
+        if database_url.startswith(prefix):
+            return _asyncpg_url("postgresql+asyncpg://" + database_url[len(prefix) :])
     raise StoreError("DATABASE_URL must be a postgresql:// or sqlite:// URL")
+
+
+def _asyncpg_url(url: str) -> str:
+    """Translate libpq query parameters into asyncpg's, and refuse what cannot be honoured."""
+    try:
+        parsed = sa.engine.make_url(url)
+    except sa.exc.ArgumentError:
+        raise StoreError("DATABASE_URL is not a valid URL") from None
+    query: dict[str, str] = {}
+    for key, value in parsed.query.items():
+        value = value[-1] if isinstance(value, tuple) else value
+        if key in ("sslmode", "ssl"):
+            if value not in _SSL_MODES:
+                modes = ", ".join(sorted(_SSL_MODES))
+                raise StoreError(f"DATABASE_URL: sslmode must be one of {modes}; got {value!r}")
+            query["ssl"] = value
+        elif key == "connect_timeout":
+            if not value.isdigit():
+                raise StoreError("DATABASE_URL: connect_timeout must be whole seconds")
+            query["timeout"] = value
+        elif key in ("application_name", "options", "timeout", "command_timeout"):
+            query[key] = value
+        elif key not in _IGNORED_PARAMS:
+            raise StoreError(f"DATABASE_URL: unsupported parameter {key!r}")
+    if "application_name" in query:  # asyncpg takes it as a server setting
+        query.pop("application_name")
+    return parsed.set(query=query).render_as_string(hide_password=False)
+
+
+def describe_failure(exc: BaseException, database_url: str | None) -> str:
+    """Which part of the database URL is wrong, from the driver's error; never the password."""
+    try:
+        url = sa.engine.make_url(engine_url(database_url))
+    except (StoreError, sa.exc.ArgumentError):
+        return type(exc).__name__
+    where = f"{url.host or 'localhost'}:{url.port or 5432}"
+    chain: list[BaseException] = []
+    cur: BaseException | None = exc
+    while cur is not None and len(chain) < 6:
+        chain.append(cur)
+        cur = getattr(cur, "orig", None) or cur.__cause__ or cur.__context__
+    names = {type(e).__name__ for e in chain}
+    text = " ".join(str(e) for e in chain).lower()
+    if names & {"InvalidPasswordError"} or "password authentication failed" in text:
+        return f"password refused for user {url.username!r} at {where}"
+    if names & {"InvalidAuthorizationSpecificationError"} or "role" in text and "not exist" in text:
+        return f"user {url.username!r} is not known at {where}"
+    if names & {"InvalidCatalogNameError"} or "database" in text and "not exist" in text:
+        return f"database {url.database!r} does not exist at {where}"
+    if names & {"gaierror"} or "name or service not known" in text or "nodename" in text:
+        return f"host {url.host!r} cannot be resolved"
+    if names & {"ConnectionRefusedError"} or "connect call failed" in text:
+        return f"nothing is listening at {where}"
+    if names & {"TimeoutError", "CancelledError"}:
+        return f"no answer from {where} in time"
+    if "ssl" in text:
+        return f"TLS negotiation with {where} failed (check sslmode)"
+    return f"{type(exc).__name__} at {where}"
 
 
 class Database:
@@ -51,6 +115,7 @@ class Database:
 
     def __init__(self, database_url: str | None, *, sqlite_path: Path = DEFAULT_SQLITE_PATH):
         register_secret(database_url)
+        self.url = database_url
         url = engine_url(database_url, sqlite_path)
         self.is_sqlite = url.startswith("sqlite")
         kwargs: dict[str, Any] = {}
@@ -59,6 +124,8 @@ class Database:
             kwargs["connect_args"] = {"timeout": 30}
         else:
             kwargs.update(pool_size=5, max_overflow=5, pool_pre_ping=True)
+            if "timeout=" not in url:  # a firewalled host must not hang start-up
+                kwargs["connect_args"] = {"timeout": 10}
         self.engine: AsyncEngine = create_async_engine(url, **kwargs)
         self._write_lock: asyncio.Lock | None = None
         if self.is_sqlite:
@@ -109,9 +176,9 @@ class Database:
                         f"database schema v{row.version} is newer than this build "
                         f"(v{schema.SCHEMA_VERSION})"
                     )
-        except (OSError, sa.exc.SQLAlchemyError) as exc:
-            event(log, "store_unavailable", error=type(exc).__name__, dialect=self.dialect)
-            reason = type(exc).__name__
+        except (OSError, TimeoutError, sa.exc.SQLAlchemyError) as exc:
+            reason = describe_failure(exc, self.url)
+            event(log, "store_unavailable", error=reason, dialect=self.dialect)
             raise StoreError(f"cannot open the {self.dialect} database: {reason}") from exc
         event(log, "store_ready", dialect=self.dialect)
 

@@ -7,6 +7,7 @@ import datetime as dt
 import pytest
 
 from app.campaigns import policy
+from app.config import ConfigError, Settings, parse_hhmm, parse_hours
 
 NINE, EIGHT_PM = 9 * 60, 20 * 60
 
@@ -59,6 +60,19 @@ def test_throttle_backoff_doubles_and_caps():
 
 
 def test_parse_hhmm():
-    assert policy.parse_hhmm("09:30") == 570
+    assert parse_hhmm("09:30") == 570
     with pytest.raises(ValueError, match="HH:MM"):
-        policy.parse_hhmm("9am")
+        parse_hhmm("9am")
+
+
+@pytest.mark.parametrize("text", ["09:00-20:00", "09:00,20:00", " 09:00 - 20:00 "])
+def test_calling_hours_take_one_spelling_everywhere(text):
+    assert parse_hours(text) == (NINE, EIGHT_PM)
+    settings = Settings.from_env({"CAMPAIGN_CALLING_HOURS": text})
+    assert parse_hours(",".join(settings.outbound.campaign_hours)) == (NINE, EIGHT_PM)
+
+
+@pytest.mark.parametrize("text", ["09:75,20:00", "20:00-09:00", "09:00", "9-5"])
+def test_settings_refuse_calling_hours_the_campaigns_would_refuse(text):
+    with pytest.raises(ConfigError, match="CAMPAIGN_CALLING_HOURS"):
+        Settings.from_env({"CAMPAIGN_CALLING_HOURS": text})

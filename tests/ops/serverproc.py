@@ -36,6 +36,7 @@ class ServerProcess:
     proc: asyncio.subprocess.Process
     port: int
     log_path: Path
+    metrics_port: int = 0
 
     @property
     def url(self) -> str:
@@ -63,6 +64,25 @@ class ServerProcess:
                 await self.wait(5)
 
 
+async def run_to_exit(tmp_path: Path, within: float = 120, **env: str) -> tuple[int, str]:
+    """Run ``serve`` expecting it to refuse to start: (exit code, everything it printed)."""
+    child_env = {k: v for k, v in os.environ.items() if k not in _CLOUD_KEYS}
+    child_env.update(HOST="127.0.0.1", DATABASE_URL=f"sqlite:///{tmp_path / 'calls.db'}",
+                     METRICS_PORT=str(free_port()), PYTHONUNBUFFERED="1")
+    child_env.update(env)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "app.cli", "serve", "--port", str(free_port()),
+        cwd=tmp_path, env=child_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )
+    try:
+        out, _ = await asyncio.wait_for(proc.communicate(), within)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise
+    return proc.returncode or 0, out.decode(errors="replace")
+
+
 async def start_server(tmp_path: Path, **env: str) -> ServerProcess:
     port = free_port()
     child_env = {k: v for k, v in os.environ.items() if k not in _CLOUD_KEYS}
@@ -70,6 +90,7 @@ async def start_server(tmp_path: Path, **env: str) -> ServerProcess:
         HOST="127.0.0.1",
         LOG_LEVEL="info",
         DATABASE_URL=f"sqlite:///{tmp_path / 'calls.db'}",
+        METRICS_PORT=str(free_port()),
         PYTHONUNBUFFERED="1",
     )
     child_env.update(env)
@@ -78,11 +99,12 @@ async def start_server(tmp_path: Path, **env: str) -> ServerProcess:
     try:
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "app.cli", "serve", "--port", str(port),
-            cwd=ROOT, env=child_env, stdout=log_fd, stderr=subprocess.STDOUT,
+            cwd=tmp_path, env=child_env, stdout=log_fd, stderr=subprocess.STDOUT,
         )
     finally:
         os.close(log_fd)
     server = ServerProcess(proc, port, log_path)
+    server.metrics_port = int(child_env["METRICS_PORT"])
     deadline = time.monotonic() + 120
     async with httpx.AsyncClient(timeout=2) as client:
         while time.monotonic() < deadline:
