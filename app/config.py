@@ -143,6 +143,10 @@ class ServerSettings:
     # Prometheus metrics on their own port (fly's [metrics] scrapes it over the private
     # network); 0 = only on the public port, and there only with METRICS_TOKEN or to loopback.
     metrics_port: int = 9091
+    metrics_host: str = "127.0.0.1"  # HOST unless METRICS_HOST says otherwise ("::" on fly)
+    # A request's head, and then its body, must arrive within these (slow-loris peers)
+    http_header_timeout_s: float = 10.0
+    http_body_timeout_s: float = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -352,6 +356,9 @@ class Settings:
             on_fly=on_fly,
             multi_instance=e.bool("MULTI_INSTANCE", on_fly),
             metrics_port=e.int("METRICS_PORT", 9091, 0, 65535),
+            metrics_host=e.str("METRICS_HOST", e.str("HOST", "127.0.0.1")),
+            http_header_timeout_s=e.float("HTTP_HEADER_TIMEOUT_S", 10.0, 0.5, 300),
+            http_body_timeout_s=e.float("HTTP_BODY_TIMEOUT_S", 10.0, 0.5, 300),
         )
         twilio = TwilioSettings(
             account_sid=e.opt("TWILIO_ACCOUNT_SID"),
@@ -361,6 +368,8 @@ class Settings:
             api_secret=e.opt("TWILIO_API_SECRET"),
             stream_token_ttl_s=e.int("STREAM_TOKEN_TTL_S", 120, 5, 3600),
         )
+        if server.metrics_port == server.port:
+            raise ConfigError("METRICS_PORT must differ from PORT (or be 0 to turn it off)")
         if bool(twilio.api_key) != bool(twilio.api_secret):
             raise ConfigError("TWILIO_API_KEY and TWILIO_API_SECRET go together: set both")
         providers = ProviderSettings(

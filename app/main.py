@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import sys
 import time
+from collections.abc import Iterator
 
 import uvicorn
 
@@ -22,6 +24,7 @@ from app.runtime.context import AppContext
 from app.runtime.drain import DrainingServer
 from app.runtime.phrases import PhraseCache
 from app.runtime.runner import script_from_settings
+from app.transports.http_guard import server_options
 
 log = get_logger(__name__)
 
@@ -123,16 +126,46 @@ async def serve(settings: Settings) -> None:
         access_log=False,
         lifespan="on",
         timeout_graceful_shutdown=5,  # after the drain, connections left get this long
+        # deadlines on request heads; no X-Forwarded-For from loopback peers
+        **server_options(settings.server.http_header_timeout_s),
     )
     # SIGTERM/SIGINT drain the calls first (app.runtime.drain), then uvicorn stops.
     server = DrainingServer(
         config, ctx.calls, settings.server.drain_timeout_s, settings.ops.drain_grace_s
     )
     event(log, "listening", host=settings.server.host, port=settings.server.port)
+    internal = _metrics_server(ctx)
+    internal_task = asyncio.create_task(internal.serve()) if internal is not None else None
     try:
         await server.serve()
     finally:
+        if internal is not None and internal_task is not None:
+            internal.should_exit = True
+            await asyncio.gather(internal_task, return_exceptions=True)
         ops_sentry.shutdown()
+
+
+class _SideServer(uvicorn.Server):
+    """A second listener in the same loop; the main server owns the signals."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def _metrics_server(ctx: AppContext) -> uvicorn.Server | None:
+    from app.ops.metrics import internal_app
+
+    port = ctx.settings.server.metrics_port
+    if not port:
+        return None
+    host = ctx.settings.server.metrics_host
+    config = uvicorn.Config(
+        internal_app(ctx), host=host, port=port, log_config=None, access_log=False,
+        lifespan="off", **server_options(ctx.settings.server.http_header_timeout_s),
+    )
+    event(log, "metrics_listening", host=host, port=port)
+    return _SideServer(config)
 
 
 def run_serve(args: argparse.Namespace) -> int:

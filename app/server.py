@@ -10,24 +10,30 @@ import contextlib
 from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Route
 
 from app import callcentre, store
 from app.campaigns import api as campaigns_api
+from app.campaigns.api import CAMPAIGNS_PATH
+from app.campaigns.api import MAX_BODY as CAMPAIGNS_MAX_BODY
 from app.logs import event, get_logger
 from app.ops import calls_api, metrics, zombies
 from app.outbound import lifecycle as outbound
 from app.outbound import routes as outbound_routes
 from app.runtime.context import AppContext
 from app.transports import twilio, webrtc
+from app.transports.http_guard import RequestGuard
 
 log = get_logger(__name__)
 
 
 async def close_providers(ctx: AppContext) -> None:
     p = ctx.providers
+    if p is None:  # a test context without providers
+        return
     for provider in dict.fromkeys((p.stt, p.llm, p.tts)):
         aclose = getattr(provider, "aclose", None)
         if aclose is not None:
@@ -69,6 +75,12 @@ def create_app(ctx: AppContext) -> Starlette:
         await store.stop(ctx)  # flushes the records of every call
         await close_providers(ctx)  # last: their sockets and HTTP pools
 
-    app = Starlette(routes=routes, lifespan=lifespan)
+    # Every body bounded before any route reads it; campaign CSVs are the one big upload.
+    guard = Middleware(
+        RequestGuard,
+        limits=[(CAMPAIGNS_PATH, CAMPAIGNS_MAX_BODY, 60.0)],
+        body_timeout_s=ctx.settings.server.http_body_timeout_s,
+    )
+    app = Starlette(routes=routes, lifespan=lifespan, middleware=[guard])
     app.state.ctx = ctx
     return app

@@ -13,7 +13,7 @@ import hashlib
 import hmac
 import ipaddress
 import secrets
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -181,3 +181,46 @@ def is_loopback(client_host: str | None, headers: Mapping[str, str]) -> bool:
     except ValueError:
         return False
     return not any(h in headers for h in ("x-forwarded-for", "forwarded", "x-real-ip"))
+
+
+def client_ip(
+    peer: str | None,
+    headers: Mapping[str, str],
+    trusted_proxies: Sequence[str] = (),
+    on_fly: bool = False,
+) -> str | None:
+    """The caller's address as far as it can be believed.
+
+    - On fly.io the proxy (a private-range peer) sets ``Fly-Client-IP`` to the address it saw;
+      a value sent by the client itself is overwritten by the proxy, so it is taken from there.
+    - From a peer in ``trusted_proxies``, ``X-Forwarded-For`` is walked from the right past the
+      trusted hops: the first untrusted one is the client (the left end is the client's say).
+    - Otherwise the peer itself: forwarding headers from anyone else are ignored, so a caller
+      cannot pick a fresh rate-limit bucket by writing a header.
+    """
+    try:
+        peer_ip = ipaddress.ip_address(peer or "")
+    except ValueError:
+        return peer
+    if on_fly and (peer_ip.is_private or peer_ip.is_loopback):
+        claimed = headers.get("fly-client-ip", "").strip()
+        if _valid_ip(claimed):
+            return claimed
+    nets = [ipaddress.ip_network(n, strict=False) for n in trusted_proxies]
+    if not any(peer_ip in n for n in nets):
+        return peer
+    hops = [h.strip() for h in headers.get("x-forwarded-for", "").split(",") if h.strip()]
+    for hop in reversed(hops):
+        if not _valid_ip(hop):
+            break
+        if not any(ipaddress.ip_address(hop) in n for n in nets):
+            return hop
+    return peer
+
+
+def _valid_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True

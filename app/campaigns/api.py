@@ -29,6 +29,7 @@ from app.store.campaigns import TRANSITIONS, CampaignStateError
 log = get_logger(__name__)
 
 MAX_BODY = 20 * 1024 * 1024
+CAMPAIGNS_PATH = "/api/campaigns"
 
 
 def routes(ctx: Any) -> list[BaseRoute]:

@@ -27,7 +27,7 @@ from starlette.routing import BaseRoute, Route
 from app.core.records import TurnMetrics
 from app.logs import event, get_logger, mask_phone
 from app.ops import pricing
-from app.ops.metrics import bearer_ok
+from app.transports.peers import bearer_ok
 from telephony.security import is_loopback
 
 log = get_logger(__name__)

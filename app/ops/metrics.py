@@ -11,7 +11,8 @@ several apps in one process do not share counters. ``/metrics`` requires
 
 from __future__ import annotations
 
-import hmac
+import ipaddress
+import logging
 import re
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -20,6 +21,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import Collector
+from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
@@ -28,6 +30,8 @@ from app.core.providers import CallInfo
 from app.core.records import CallEnded, CallEvent, TurnMetrics, Usage
 from app.logs import event, get_logger
 from app.ops import pricing
+from app.transports.peers import bearer_ok
+from telephony.security import is_loopback
 
 log = get_logger(__name__)
 
@@ -202,12 +206,13 @@ def _label(value: str) -> str:
     return re.sub(r"[^a-z0-9_]+", "_", head.strip().lower()).strip("_")[:40] or "unknown"
 
 
-def bearer_ok(request: Request, token: str | None) -> bool:
-    if not token:
-        return True
-    header = request.headers.get("authorization", "")
-    scheme, _, given = header.partition(" ")
-    return scheme.lower() == "bearer" and hmac.compare_digest(given.strip(), token)
+def is_private(host: str | None) -> bool:
+    """Loopback or a private range (fly's 6PN is fdaa::/16, inside fc00::/7)."""
+    try:
+        ip = ipaddress.ip_address(host or "")
+    except ValueError:
+        return False
+    return ip.is_private or ip.is_loopback
 
 
 def install(ctx: Any) -> Metrics:
@@ -222,15 +227,34 @@ def install(ctx: Any) -> Metrics:
 
 
 def routes(ctx: Any) -> list[BaseRoute]:
+    """``/metrics`` on the public port: with ``METRICS_TOKEN`` to its bearer, else to direct
+    loopback peers only (a scraper on the private network uses the metrics port)."""
     metrics = install(ctx)
     token = ctx.settings.ops.metrics_token
 
     async def scrape(request: Request) -> Response:
-        if not bearer_ok(request, token):
-            event(log, "metrics_unauthorised")
+        client = request.client.host if request.client else None
+        allowed = bearer_ok(request, token) if token else is_loopback(client, request.headers)
+        if not allowed:
+            event(log, "metrics_unauthorised", logging.WARNING, client=client)
             return PlainTextResponse(
                 "unauthorised\n", status_code=401, headers={"WWW-Authenticate": "Bearer"}
             )
         return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     return [Route("/metrics", scrape, methods=["GET"])]
+
+
+def internal_app(ctx: Any) -> Starlette:
+    """The metrics port's app (``METRICS_PORT``; fly's ``[metrics]`` scrapes it over the private
+    network): ``/metrics`` to private and loopback peers, and nothing else."""
+    metrics = install(ctx)
+
+    async def scrape(request: Request) -> Response:
+        client = request.client.host if request.client else None
+        if not is_private(client):
+            event(log, "metrics_unauthorised", logging.WARNING, client=client, port="internal")
+            return PlainTextResponse("forbidden\n", status_code=403)
+        return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+    return Starlette(routes=[Route("/metrics", scrape, methods=["GET"])])

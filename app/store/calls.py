@@ -372,13 +372,13 @@ class CallStore:
         async with self.db.read() as conn:
             return [dict(r) for r in (await conn.execute(query)).mappings()]
 
-    async def count_calls(self, *, since: float | None = None) -> dict[str, int]:
-        """Calls per status (for dashboards)."""
-        query = sa.select(calls.c.status, sa.func.count()).group_by(calls.c.status)
-        if since is not None:
-            query = query.where(calls.c.created_at >= since)
+    async def count_since(self, transport: str, since: float) -> int:
+        """Calls over ``transport`` created at or after ``since`` (the web calls' daily cap)."""
+        query = sa.select(sa.func.count()).select_from(calls).where(
+            calls.c.transport == transport, calls.c.created_at >= since
+        )
         async with self.db.read() as conn:
-            return {s: n for s, n in (await conn.execute(query)).all()}
+            return int((await conn.execute(query)).scalar_one())
 
     async def get_call(self, call_id: str) -> dict[str, Any] | None:
         """One call with its transcript (in order), turn metrics and events."""

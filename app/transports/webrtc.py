@@ -34,6 +34,7 @@ from app.core.providers import CallInfo
 from app.core.records import CallEnded, TranscriptLine
 from app.logs import bind_call, event, get_logger, register_secret
 from app.runtime.context import AppContext
+from app.transports.peers import bearer_ok, client_address
 from app.transports.webrtc_audio import AgentAudioTrack, CallerAudioAdapter
 from app.transports.webrtc_signal import (
     RateLimiter,
@@ -42,6 +43,7 @@ from app.transports.webrtc_signal import (
     ice_servers,
     parse_offer,
 )
+from telephony.security import is_loopback
 
 log = get_logger(__name__)
 
@@ -264,13 +266,16 @@ class WebRtcManager:
         self.limiter = RateLimiter(settings.offers_per_minute)
         self.calls: dict[str, WebCall] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._today: tuple[float, int] = (0.0, 0)  # (UTC day, web calls) without a store
 
     # ------------------------------------------------------------------ HTTP
 
     async def session(self, request: Request) -> Response:
         try:
+            self._check_access(request)
             self._check_rate(request)
             self._check_capacity()
+            await self._check_daily_cap()
             now = time.time()
             sid, token = self.tokens.issue(now)
             body = {
@@ -292,6 +297,7 @@ class WebRtcManager:
             offer = parse_offer(body)
             sid = self.tokens.redeem(offer.token, time.time())
             self._check_capacity()
+            await self._check_daily_cap()
         except SignallingError as err:
             return self._refuse(err)
         call_id = f"web-{sid}"
@@ -320,6 +326,7 @@ class WebRtcManager:
                 status_code=400,
             )
         self.calls[call_id] = web_call
+        self._count_today()
         task = asyncio.create_task(self._run(web_call))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -333,8 +340,47 @@ class WebRtcManager:
         finally:
             self.calls.pop(web_call.call.call_id, None)
 
+    def _check_access(self, request: Request) -> None:
+        """Public web calls, or only for the operator: the API token, or a loopback peer."""
+        if self.settings.public:
+            return
+        token = self.ctx.settings.ops.api_token
+        if token and bearer_ok(request, token):
+            return
+        if is_loopback(request.client.host if request.client else None, request.headers):
+            return
+        raise SignallingError(
+            401, "not_public", "web calls on this server need an access link from its operator"
+        )
+
+    async def _check_daily_cap(self) -> None:
+        cap = self.settings.daily_cap
+        if not cap:
+            return
+        midnight = time.time() // 86_400 * 86_400  # UTC day
+        store = self.ctx.extras.get("store")
+        if store is not None:
+            try:
+                used = await store.calls.count_since("webrtc", midnight)
+            except Exception as exc:  # the store is down: refuse rather than overspend
+                event(log, "webrtc_cap_unknown", error=type(exc).__name__)
+                raise SignallingError(503, "busy", "please try again later") from None
+        else:
+            day, used = self._today
+            used = used if day == midnight else 0
+            self._today = (midnight, used)
+        if used >= cap:
+            raise SignallingError(
+                503, "daily_cap", "web calls are closed for today; please try again tomorrow"
+            )
+
+    def _count_today(self) -> None:
+        midnight = time.time() // 86_400 * 86_400
+        day, used = self._today
+        self._today = (midnight, (used if day == midnight else 0) + 1)
+
     def _check_rate(self, request: Request) -> None:
-        ip = request.client.host if request.client else "unknown"
+        ip = client_address(request, self.ctx.settings.server) or "unknown"
         if not self.limiter.allow(ip, time.monotonic()):
             err = SignallingError(429, "rate_limited", "too many call attempts; try again soon")
             err.retry_after = self.limiter.retry_after(ip)  # type: ignore[attr-defined]

@@ -47,10 +47,15 @@ function micErrorMessage(err) {
   }
 }
 
+// A server whose web calls are not public hands out links ending in #token=<API token>.
+const accessToken = new URLSearchParams(location.hash.slice(1)).get("token");
+
 async function postJson(url, body) {
+  const headers = { "Content-Type": "application/json" };
+  if (accessToken) headers.Authorization = "Bearer " + accessToken;
   const response = await fetch(url, {
     method: "POST",
-    headers: { "Content-Type": "application/json" },
+    headers,
     body: JSON.stringify(body || {}),
   });
   let data = {};

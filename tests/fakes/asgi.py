@@ -10,6 +10,8 @@ from typing import Any
 
 import uvicorn
 
+from app.transports.http_guard import server_options
+
 
 class _QuietServer(uvicorn.Server):
     @contextlib.contextmanager
@@ -61,6 +63,7 @@ class LoopbackServer:
             lifespan=self.lifespan,
             ws="websockets-sansio",
             timeout_graceful_shutdown=1,
+            **server_options(),  # as `voice-agent serve` listens
         )
         self._server = _QuietServer(config)
         self._task = asyncio.create_task(self._server.serve(sockets=[sock]))

@@ -121,9 +121,29 @@ async def test_endpoint_requires_the_bearer_token_when_set() -> None:
         assert ("voice_agent_call_capacity", ()) in samples(ok.text)
 
 
-async def test_endpoint_is_open_without_a_token() -> None:
+def _client(app, peer: str) -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app, client=(peer, 40000)),
+                             base_url="http://test")
+
+
+async def test_without_a_token_the_public_port_serves_loopback_only() -> None:
     ctx = _Ctx(None)
     app = Starlette(routes=ops_metrics.routes(ctx))
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
-                                 base_url="http://test") as client:
+    async with _client(app, "127.0.0.1") as client:
         assert (await client.get("/metrics")).status_code == 200
+        relayed = await client.get("/metrics", headers={"X-Forwarded-For": "93.184.216.34"})
+        assert relayed.status_code == 401  # a local proxy relaying the internet
+    async with _client(app, "93.184.216.34") as client:
+        assert (await client.get("/metrics")).status_code == 401
+
+
+async def test_the_metrics_port_serves_the_private_network_only() -> None:
+    ctx = _Ctx("metrics-secret-123")
+    app = ops_metrics.internal_app(ctx)
+    for peer in ("fdaa:0:3b99:a7b:1::2", "172.19.2.10", "127.0.0.1"):  # fly 6PN, private
+        async with _client(app, peer) as client:
+            ok = await client.get("/metrics")
+            assert ok.status_code == 200 and ("voice_agent_call_capacity", ()) in samples(ok.text)
+    async with _client(app, "93.184.216.34") as client:
+        assert (await client.get("/metrics")).status_code == 403
+        assert (await client.get("/health")).status_code == 404  # nothing else is there

@@ -216,3 +216,21 @@ def test_instances_sharing_auth_token_agree_random_keys_do_not() -> None:
 )
 def test_is_loopback(host: str | None, headers: dict, expected: bool) -> None:
     assert is_loopback(host, headers) is expected
+
+
+def test_client_ip_believes_only_what_it_should() -> None:
+    from telephony.security import client_ip
+
+    forged = {"x-forwarded-for": "203.0.113.9", "fly-client-ip": "203.0.113.10"}
+    # an ordinary peer: headers ignored
+    assert client_ip("93.184.216.34", forged) == "93.184.216.34"
+    assert client_ip("127.0.0.1", forged) == "127.0.0.1"  # a same-host proxy not configured
+    # fly: the proxy (a private peer) overwrites Fly-Client-IP; a public peer is not the proxy
+    assert client_ip("172.16.3.2", forged, on_fly=True) == "203.0.113.10"
+    assert client_ip("fdaa:0:1::3", forged, on_fly=True) == "203.0.113.10"
+    assert client_ip("93.184.216.34", forged, on_fly=True) == "93.184.216.34"
+    # a configured proxy: the rightmost untrusted hop, whatever the client wrote on the left
+    chain = {"x-forwarded-for": "1.2.3.4, 203.0.113.9, 10.0.0.5"}
+    assert client_ip("10.0.0.6", chain, ("10.0.0.0/8",)) == "203.0.113.9"
+    assert client_ip("10.0.0.6", {"x-forwarded-for": "junk"}, ("10.0.0.0/8",)) == "10.0.0.6"
+    assert client_ip("10.0.0.6", {}, ("10.0.0.0/8",)) == "10.0.0.6"
