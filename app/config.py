@@ -266,7 +266,7 @@ class OpsSettings:
     # after the drain deadline, how long calls get to say goodbye before the process exits
     drain_grace_s: float = 15.0
     # how often call records without a live session are closed as interrupted
-    zombie_sweep_interval_s: float = 60.0
+    zombie_sweep_interval_s: float = 10.0
     # over capacity or draining, callers are sent here (E.164) instead of being hung up on
     overflow_number: str | None = None
     # the operator's own rates in dollars (app.ops.pricing); unset: costs are unknown
@@ -285,7 +285,7 @@ def _ops_settings(e: _Env) -> OpsSettings:
         sentry_dsn=e.opt("SENTRY_DSN"),
         sentry_environment=e.str("SENTRY_ENVIRONMENT", "production"),
         drain_grace_s=e.float("DRAIN_GRACE_S", 15.0, 0, 300),
-        zombie_sweep_interval_s=e.float("ZOMBIE_SWEEP_INTERVAL_S", 60.0, 1, 86_400),
+        zombie_sweep_interval_s=e.float("ZOMBIE_SWEEP_INTERVAL_S", 10.0, 1, 86_400),
         overflow_number=_e164_or_none(e, "OVERFLOW_NUMBER"),
         price_telephony_per_min=_price(e, "PRICE_TELEPHONY_PER_MIN"),
         price_stt_per_min=_price(e, "PRICE_STT_PER_MIN"),

@@ -14,10 +14,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from app.campaigns.engine import CampaignEngine
-from app.campaigns.manage import CampaignInputError, create_from_csv
+from app.campaigns.manage import CampaignInputError, create_from_csv, error_summary
 from app.outbound.cli import _run, outbound
 from app.outbound.numbers import NumberRefused, normalise
 from app.store.campaigns import CampaignStateError
+
+SHOW_ERRORS = 20  # bad rows printed one by one; the rest are counted by reason
 
 console = Console(stderr=True)
 
@@ -97,8 +99,14 @@ async def _create(args: argparse.Namespace) -> int:
         except CampaignInputError as exc:
             console.print(f"[red]{exc}")
             return 2
-        for error in parsed.errors:
+        for error in parsed.errors[:SHOW_ERRORS]:
             console.print(f"[yellow]line {error.line}: {error.reason}")
+        if len(parsed.errors) > SHOW_ERRORS:
+            reasons = error_summary(parsed.errors)["reasons"]
+            console.print(
+                f"[yellow]... and {len(parsed.errors) - SHOW_ERRORS} more bad row(s); by reason: "
+                + "; ".join(f"{n} x {why}" for why, n in reasons.items())
+            )
         if campaign_id is None:
             console.print(
                 f"[red]not created: {len(parsed.errors)} bad row(s)"

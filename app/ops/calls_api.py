@@ -203,7 +203,8 @@ def routes(ctx: Any) -> list[BaseRoute]:
         Route("/api/calls", list_calls, methods=["GET"]),
         Route("/api/calls/{call_id}", get_call, methods=["GET"]),
         Route("/api/live", live, methods=["GET"]),
-        Route("/api/campaigns", list_campaigns, methods=["GET"]),
+        # Not /api/campaigns: that is the campaign API's, behind its own token.
+        Route("/api/dashboard/campaigns", list_campaigns, methods=["GET"]),
         Route("/dashboard", _page("dashboard.html", "text/html; charset=utf-8"), methods=["GET"]),
         Route("/dashboard.js", _page("dashboard.js", "text/javascript; charset=utf-8"),
               methods=["GET"]),

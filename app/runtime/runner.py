@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
@@ -62,6 +63,7 @@ from app.core.turns import TurnPolicy
 from app.logs import bind_call, event, get_logger
 
 log = get_logger(__name__)
+QUIET_EVENTS = frozenset({"dtmf"})
 
 ToolHandler = Callable[[CallInfo, ToolCall], Awaitable[None]]
 
@@ -458,7 +460,9 @@ class CallRunner:
             )
         elif isinstance(record, CallEvent):
             self.events.append(record)
-            event(log, record.kind, **record.detail)
+            # A keypad entry is one event per key: counted on the record, logged at debug.
+            level = logging.DEBUG if record.kind in QUIET_EVENTS else logging.INFO
+            event(log, record.kind, level, **record.detail)
         elif isinstance(record, Usage):
             u = self._usage
             self._usage = Usage(

@@ -235,6 +235,9 @@ async def set_outcome(
     return bool(result.rowcount)
 
 
+FINAL_STATUSES = frozenset({"completed", "busy", "failed", "no-answer", "canceled"})
+
+
 async def end_call(
     conn: AsyncConnection,
     *,
@@ -255,10 +258,13 @@ async def end_call(
     values: dict[str, Any] = {"end_reason": reason[:200], "updated_at": now}
     if outcome and not row["outcome"]:
         values["outcome"] = outcome
-    if row["transport"] != "twilio":
+    # A web call has no status callbacks; a phone call's may never come (no status URL on the
+    # number, a crash): its end stands until Twilio's "completed" callback gives the billed
+    # duration. A final status Twilio already sent is kept.
+    if row["transport"] != "twilio" or row["status"] not in FINAL_STATUSES:
         values["ended_at"] = row["ended_at"] or now
         values["status"] = "completed"
-        if row["started_at"] is not None:
+        if row["started_at"] is not None and row["duration_s"] is None:
             values["duration_s"] = round(now - row["started_at"], 3)
     await conn.execute(sa.update(calls).where(calls.c.id == call_id).values(**values))
 

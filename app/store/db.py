@@ -166,6 +166,10 @@ class Database:
                     # Concurrent CREATE TABLE from two instances would collide; serialise them.
                     await conn.execute(sa.text("SELECT pg_advisory_xact_lock(7402519)"))
                 await conn.run_sync(schema.metadata.create_all)
+                # create_all adds no index to a table that exists: indexes added later need it
+                for table in schema.metadata.sorted_tables:
+                    for index in table.indexes:
+                        await conn.run_sync(lambda c, i=index: i.create(c, checkfirst=True))
                 row = (await conn.execute(sa.select(schema.schema_info.c.version))).first()
                 if row is None:
                     await conn.execute(

@@ -54,6 +54,7 @@ calls = sa.Table(
     sa.Column("attempt", sa.Integer),
     sa.Column("updated_at", sa.Double, nullable=False),
     sa.Index("ix_calls_created", "created_at"),
+    sa.Index("ix_calls_open", "end_reason", "updated_at"),  # the zombie sweep's query
     sa.Index("ix_calls_campaign", "campaign_id", "contact_id"),
 )
 

@@ -105,7 +105,7 @@ async function refreshRecent() {
 
 async function refreshCampaigns() {
   let data;
-  try { data = await api("/api/campaigns"); } catch (e) { return; }  // records may be off
+  try { data = await api("/api/dashboard/campaigns"); } catch (e) { return; }  // records may be off
   const tbody = $("campaigns");
   tbody.replaceChildren();
   if (!data.campaigns.length) {

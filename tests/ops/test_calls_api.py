@@ -85,7 +85,7 @@ async def test_lists_and_shows_calls_with_masked_numbers(store: object) -> None:
         assert live["calls"][0]["turns"] == 1 and live["calls"][0]["last_turn_ms"] == 610.0
         assert "0999" not in str(live)
 
-        campaigns = (await c.get("/api/campaigns")).json()["campaigns"]
+        campaigns = (await c.get("/api/dashboard/campaigns")).json()["campaigns"]
         assert campaigns[0]["name"] == "Spring recall"
         assert campaigns[0]["progress"]["total"] == 4 and campaigns[0]["progress"]["done"] == 0
 
@@ -93,7 +93,7 @@ async def test_lists_and_shows_calls_with_masked_numbers(store: object) -> None:
 async def test_token_is_required_when_set(store: object) -> None:
     app = Starlette(routes=calls_api.routes(Ctx(store, token="api-secret-42")))
     async with client(app) as c:
-        for path in ("/api/calls", "/api/live", "/api/campaigns", "/api/calls/x"):
+        for path in ("/api/calls", "/api/live", "/api/dashboard/campaigns", "/api/calls/x"):
             assert (await c.get(path)).status_code == 401, path
         ok = await c.get("/api/calls", headers={"Authorization": "Bearer api-secret-42"})
         assert ok.status_code == 200

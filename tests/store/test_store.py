@@ -121,3 +121,21 @@ async def test_status_is_forward_only_on_both_databases(store):
         )
     assert (first.applied, late.applied, late.status) == (True, False, "completed")
     assert late.row["duration_s"] == 12
+
+
+async def test_a_phone_call_ended_by_us_has_an_end_and_a_length_without_callbacks(store):
+    """No status callback (a number without a status URL, the simulator, a crash): the call is
+    not left 'queued' with no end; Twilio's own final status, when it came, is kept."""
+    sid, busy_sid = "CA" + "1" * 32, "CA" + "2" * 32
+    async with store.db.tx() as conn:
+        await call_rows.open_call(conn, store.db, call_id=sid, now=1000.0)
+        await call_rows.open_call(conn, store.db, call_id=busy_sid, now=1000.0)
+        await call_rows.apply_status(conn, store.db, call_sid=busy_sid, status="busy", now=1001.0)
+    async with store.db.tx() as conn:
+        await call_rows.end_call(conn, call_id=sid, reason="interrupted", outcome=None, now=1042.5)
+        await call_rows.end_call(
+            conn, call_id=busy_sid, reason="interrupted", outcome=None, now=1042.5
+        )
+    row = await store.calls.get_call(sid)
+    assert (row["status"], row["ended_at"], row["duration_s"]) == ("completed", 1042.5, 42.5)
+    assert (await store.calls.get_call(busy_sid))["status"] == "busy"
