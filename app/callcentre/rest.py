@@ -12,11 +12,10 @@ from typing import Any, TypeVar
 
 import requests
 from twilio.base.exceptions import TwilioRestException
-from twilio.http.http_client import TwilioHttpClient
-from twilio.rest import Client
 
 from app.config import Settings
 from app.logs import register_secret
+from telephony.rest import rest_client
 
 T = TypeVar("T")
 HTTP_TIMEOUT_S = 10.0
@@ -34,11 +33,9 @@ class CallControlError(Exception):
 class CallControl:
     def __init__(self, account_sid: str, auth_token: str, api_base_url: str | None = None):
         register_secret(auth_token)
-        self.client = Client(
-            account_sid, auth_token, http_client=TwilioHttpClient(timeout=HTTP_TIMEOUT_S)
+        self.client = rest_client(
+            account_sid, auth_token, base_url=api_base_url, timeout_s=HTTP_TIMEOUT_S
         )
-        if api_base_url:
-            self.client.api.base_url = api_base_url.rstrip("/")
 
     @classmethod
     def from_settings(cls, settings: Settings) -> CallControl | None:

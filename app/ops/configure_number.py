@@ -12,18 +12,19 @@ Updating clears the TwiML App link; a trunk link is reported, never changed.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from dataclasses import dataclass
 from typing import Any, TextIO
 
 import phonenumbers
 from twilio.base.exceptions import TwilioException, TwilioRestException
-from twilio.http.http_client import TwilioHttpClient
 from twilio.rest import Client
 
 from app.config import ConfigError, Settings
 from app.logs import event, get_logger, mask_phone, register_secret
-from app.transports.twilio import VOICE_PATH
+from app.transports.twilio import FALLBACK_PATH, VOICE_PATH
+from telephony.rest import rest_client
 
 log = get_logger(__name__)
 
@@ -36,10 +37,15 @@ class ConfigureError(Exception):
     """Something the operator must fix; the message says what."""
 
 
+class TrunkOverride(ConfigureError):
+    """The number belongs to a SIP trunk, whose routing wins over the number's webhook."""
+
+
 @dataclass(frozen=True, slots=True)
 class Target:
     voice_url: str
     status_callback: str
+    fallback_url: str
 
 
 def normalise_e164(raw: str) -> str:
@@ -62,18 +68,26 @@ def target_for(public_url: str | None) -> Target:
         # The stream URL is derived from it, and Twilio accepts only wss:// streams.
         raise ConfigureError(f"PUBLIC_URL must start with https:// (got {public_url!r})")
     base = public_url.rstrip("/")
-    return Target(voice_url=base + VOICE_PATH, status_callback=base + STATUS_PATH)
+    return Target(
+        voice_url=base + VOICE_PATH,
+        status_callback=base + STATUS_PATH,
+        fallback_url=base + FALLBACK_PATH,
+    )
 
 
 def make_client(settings: Settings) -> Client:
-    sid, token = settings.twilio.account_sid, settings.twilio.auth_token
-    if not sid or not token:
-        raise ConfigureError("TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN must be set")
-    register_secret(token)
-    client = Client(sid, token, http_client=TwilioHttpClient(timeout=HTTP_TIMEOUT_S))
-    if settings.twilio.api_base_url:
-        client.api.base_url = settings.twilio.api_base_url.rstrip("/")
-    return client
+    t = settings.twilio
+    if not t.account_sid or not (t.auth_token or t.api_key):
+        raise ConfigureError(
+            "TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN (or TWILIO_API_KEY and TWILIO_API_SECRET) "
+            "must be set"
+        )
+    register_secret(t.auth_token)
+    register_secret(t.api_secret)
+    return rest_client(
+        t.account_sid, t.auth_token, api_key=t.api_key, api_secret=t.api_secret,
+        base_url=t.api_base_url, timeout_s=HTTP_TIMEOUT_S,
+    )
 
 
 def find_number(client: Client, e164: str) -> Any:
@@ -105,6 +119,7 @@ def describe(number: Any, target: Target | None, out: TextIO) -> None:
             number.voice_url == target.voice_url
             and (number.voice_method or "").upper() == "POST"
             and number.status_callback == target.status_callback
+            and number.voice_fallback_url == target.fallback_url
             and not number.voice_application_sid
             and not number.trunk_sid
         )
@@ -120,17 +135,24 @@ def configure(client: Client, e164: str, target: Target, out: TextIO) -> Any:
         "voice_method": "POST",
         "status_callback": target.status_callback,
         "status_callback_method": "POST",
+        # Twilio asks this when the voice URL fails (an error, a timeout, a bad answer): the
+        # caller hears an apology and is sent to OVERFLOW_NUMBER, not "an application error".
+        "voice_fallback_url": target.fallback_url,
+        "voice_fallback_method": "POST",
     }
     if number.voice_application_sid:
         changes["voice_application_sid"] = ""  # else Twilio keeps using the app's URLs
     updated = client.incoming_phone_numbers(number.sid).update(**changes)
     print("after:", file=out)
     describe(updated, target, out)
-    if updated.trunk_sid:
-        print("  warning: the number belongs to a SIP trunk, which overrides the voice url; "
-              "remove it from the trunk in the console", file=out)
     event(log, "number_configured", number=mask_phone(e164), sid=updated.sid,
-          cleared_app=bool(number.voice_application_sid))
+          cleared_app=bool(number.voice_application_sid), trunk=bool(updated.trunk_sid))
+    if updated.trunk_sid:
+        raise TrunkOverride(
+            "the number belongs to SIP trunk " + updated.trunk_sid + ", which routes its calls "
+            "instead of the voice URL: remove it from the trunk (console: Elastic SIP Trunking "
+            "-> the trunk -> Numbers), then run this again"
+        )
     return updated
 
 
@@ -148,22 +170,57 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
             return 0
         configure(client, e164, target_for(settings.server.public_url), out)
         return 0
+    except TrunkOverride as exc:
+        print(f"error: {exc}", file=err)
+        return 3
     except (ConfigureError, ConfigError) as exc:
         print(f"error: {exc}", file=err)
         return 2
     except TwilioRestException as exc:
         event(log, "configure_number_failed", status=exc.status, code=exc.code)
-        print(f"error: Twilio answered {exc.status} (code {exc.code}): {exc.msg}", file=err)
+        print(f"error: {twilio_refusal(exc.status, exc.code, exc.msg)}", file=err)
         return 1
-    except (TwilioException, OSError) as exc:
+    except TwilioException as exc:
+        # A non-JSON error page (a proxy, an outage) comes as a plain TwilioException that
+        # still carries the HTTP response: an answer, not a network failure.
+        response = exc.args[1] if len(exc.args) > 1 else None
+        status = getattr(response, "status_code", None)
+        if status is not None:
+            code = _error_code(getattr(response, "text", ""))
+            event(log, "configure_number_failed", status=status, code=code)
+            print(f"error: {twilio_refusal(status, code, str(exc.args[0]))}", file=err)
+        else:
+            print(f"error: could not reach Twilio: {type(exc).__name__}: {exc}", file=err)
+        return 1
+    except OSError as exc:
         print(f"error: could not reach Twilio: {type(exc).__name__}: {exc}", file=err)
         return 1
+
+
+def _error_code(text: str) -> int | None:
+    try:
+        code = json.loads(text).get("code")
+    except (ValueError, AttributeError):
+        return None
+    return code if isinstance(code, int) else None
+
+
+def twilio_refusal(status: int, code: int | None, message: str) -> str:
+    """What a Twilio error answer means for the person at the keyboard."""
+    said = f"HTTP {status}" + (f", code {code}" if code else "")
+    if status in (401, 403):
+        return (
+            f"Twilio refused the credentials ({said}): check TWILIO_ACCOUNT_SID and "
+            "TWILIO_AUTH_TOKEN (or TWILIO_API_KEY and TWILIO_API_SECRET, made in the same "
+            "account or subaccount)"
+        )
+    return f"Twilio answered {said}: {message}"
 
 
 def register(sub: Any) -> None:
     parser = sub.add_parser(
         "configure-number",
-        help="point a Twilio number's voice webhook and status callback at PUBLIC_URL",
+        help="point a Twilio number's voice webhook, fallback and status callback at PUBLIC_URL",
         description=__doc__.split("\n\n")[1] if __doc__ else None,
     )
     parser.add_argument("number", help="the Twilio number, E.164 (e.g. +14155550123)")

@@ -12,10 +12,9 @@ from typing import Literal
 
 import requests
 from twilio.base.exceptions import TwilioRestException
-from twilio.http.http_client import TwilioHttpClient
-from twilio.rest import Client
 
 from app.logs import register_secret
+from telephony.rest import rest_client
 
 ErrorKind = Literal["throttled", "number", "config", "ambiguous", "refused"]
 
@@ -84,11 +83,9 @@ class TwilioDialer:
     ) -> None:
         register_secret(auth_token)
         self.account_sid = account_sid
-        self.client = Client(
-            account_sid, auth_token, http_client=TwilioHttpClient(timeout=timeout_s)
+        self.client = rest_client(
+            account_sid, auth_token, base_url=api_base_url, timeout_s=timeout_s
         )
-        if api_base_url:
-            self.client.api.base_url = api_base_url.rstrip("/")
 
     async def create(
         self,

@@ -29,7 +29,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from app.core.audio import MULAW_8K, AudioChunk, AudioFormat
 from app.core.providers import CallInfo
-from app.logs import call_id_var, event, get_logger, mask_phone, register_secret
+from app.logs import bind_call, call_id_var, event, get_logger, mask_phone, register_secret
 from app.runtime.context import AppContext
 from app.transports.twilio_auth import TwilioAuth
 from telephony.media_stream import (
@@ -50,6 +50,9 @@ log = get_logger(__name__)
 
 VOICE_PATH = "/twilio/voice"
 MEDIA_PATH = "/twilio/media"
+# The number's "primary handler fails" URL: Twilio asks it when /twilio/voice errs or times out.
+FALLBACK_PATH = "/twilio/fallback"
+FALLBACK_MESSAGE = "Sorry, we cannot take your call right now. Please try again in a few minutes."
 MAX_WEBHOOK_BYTES = 64 * 1024  # Twilio's voice webhook is a few hundred bytes of form fields
 START_TIMEOUT_S = 10.0  # Twilio sends connected+start at once; a silent socket is not Twilio
 FINISH_GRACE_S = 5.0  # after the stream ends, time the runner gets to write its records
@@ -137,6 +140,7 @@ class TwilioEdge:
     def routes(self) -> list[BaseRoute]:
         return [
             Route(VOICE_PATH, self.voice, methods=["POST"]),
+            Route(FALLBACK_PATH, self.fallback, methods=["POST"]),
             WebSocketRoute(MEDIA_PATH, self.media),
         ]
 
@@ -177,6 +181,28 @@ class TwilioEdge:
             return self._answer(_call_info(call_sid, direction, from_, to), url)
         finally:
             call_id_var.reset(token)
+
+    async def fallback(self, request: Request) -> Response:
+        """Twilio's fallback request after the voice webhook failed (it sends ``ErrorCode`` and
+        ``ErrorUrl``): say sorry and pass the caller to ``OVERFLOW_NUMBER``, or hang up."""
+        body = await _read_body(request, MAX_WEBHOOK_BYTES)
+        try:
+            params = parse_qsl((body or b"").decode("utf-8"), keep_blank_values=True)
+        except (UnicodeDecodeError, ValueError):
+            return Response(status_code=400)
+        fields = dict(params)
+        call_sid = fields.get("CallSid", "")
+        with bind_call(call_sid if _CALL_SID.match(call_sid) else None):
+            url = self._url(request)
+            refusal = self._refusal(request, url, params)
+            if body is None or refusal:
+                event(log, "twilio_webhook_rejected", logging.WARNING, route="fallback",
+                      reason=refusal or "body too large")  # fmt: skip
+                return Response(status_code=403 if refusal else 413)
+            event(log, "twilio_fallback", logging.ERROR,
+                  error_code=fields.get("ErrorCode", "")[:10],
+                  error_url=fields.get("ErrorUrl", "")[:200])  # fmt: skip
+            return _xml(reject_busy(FALLBACK_MESSAGE, self.ctx.settings.ops.overflow_number))
 
     def _answer(self, call: CallInfo, url: str) -> Response:
         caller, callee = mask_phone(call.from_number), mask_phone(call.to_number)

@@ -47,6 +47,7 @@ class FakeTwilioNumbers:
     auth_token: str = "fake-auth-token-0123456789"
     numbers: dict[str, dict[str, Any]] = field(default_factory=dict)  # by PN sid
     requests: list[Seen] = field(default_factory=list)
+    api_keys: dict[str, str] = field(default_factory=dict)  # SK... -> secret, this account's
     _server: ThreadingHTTPServer | None = None
     _thread: threading.Thread | None = None
 
@@ -137,8 +138,11 @@ class FakeTwilioNumbers:
         return _error(h, 404, 20404, "The requested resource was not found")
 
     def _authorised(self, header: str) -> bool:
-        expected = base64.b64encode(f"{self.account_sid}:{self.auth_token}".encode()).decode()
-        return header == f"Basic {expected}"
+        pairs = [(self.account_sid, self.auth_token), *self.api_keys.items()]
+        return any(
+            header == "Basic " + base64.b64encode(f"{user}:{secret}".encode()).decode()
+            for user, secret in pairs
+        )
 
     def _list(self, h: BaseHTTPRequestHandler, path: str, query: dict[str, str]) -> None:
         wanted = query.get("PhoneNumber")

@@ -37,6 +37,8 @@ def test_points_the_number_at_public_url(fake: FakeTwilioNumbers, capsys) -> Non
     assert record["voice_method"] == "POST"
     assert record["status_callback"] == f"{PUBLIC}/twilio/status"
     assert record["status_callback_method"] == "POST"
+    assert record["voice_fallback_url"] == f"{PUBLIC}/twilio/fallback"
+    assert record["voice_fallback_method"] == "POST"
     # a linked TwiML App would make Twilio ignore VoiceUrl, so it is cleared
     assert record["voice_application_sid"] is None
     assert other["voice_url"] == "https://demo.twilio.com/welcome/voice/"  # untouched
@@ -80,6 +82,8 @@ def test_wrong_credentials_report_twilio_error_without_the_token(
     assert main(["configure-number", NUMBER]) == 1
     captured = capsys.readouterr()
     assert "401" in captured.err and "20003" in captured.err
+    assert "Twilio refused the credentials" in captured.err
+    assert "could not reach" not in captured.err
     assert "wrong-token-abcdef" not in captured.err + captured.out
 
 
@@ -107,3 +111,23 @@ def test_not_a_phone_number(fake: FakeTwilioNumbers, capsys) -> None:
     assert main(["configure-number", "4155550123"]) == 2  # no country code
     assert "E.164" in capsys.readouterr().err
     assert fake.requests == []
+
+
+def test_an_api_key_and_secret_work_instead_of_the_auth_token(
+    fake: FakeTwilioNumbers, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    record = fake.add_number(NUMBER)
+    fake.api_keys["SK" + "3" * 32] = "key-secret-xyz"
+    monkeypatch.delenv("TWILIO_AUTH_TOKEN")
+    monkeypatch.setenv("TWILIO_API_KEY", "SK" + "3" * 32)
+    monkeypatch.setenv("TWILIO_API_SECRET", "key-secret-xyz")
+    assert main(["configure-number", NUMBER]) == 0
+    assert record["voice_url"] == f"{PUBLIC}/twilio/voice"
+    assert "key-secret-xyz" not in capsys.readouterr().out
+
+
+def test_a_sip_trunk_number_is_a_failure_not_a_warning(fake: FakeTwilioNumbers, capsys) -> None:
+    fake.add_number(NUMBER, trunk_sid="TK" + "4" * 32)
+    assert main(["configure-number", NUMBER]) == 3
+    err = capsys.readouterr().err
+    assert "SIP trunk" in err and "remove it from the trunk" in err

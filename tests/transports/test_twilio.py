@@ -674,3 +674,24 @@ async def test_stream_without_start_times_out(
         assert ws.close_code == 1002
     (error,) = logs.events("twilio_stream_protocol_error")
     assert "no start within" in error["error"]
+
+
+async def test_the_fallback_url_apologises_and_logs_twilios_error(
+    providers: Providers, logs: LogLines
+) -> None:
+    settings = make_settings()
+    settings = dataclasses.replace(
+        settings, ops=dataclasses.replace(settings.ops, overflow_number="+14155550100")
+    )
+    async with serve(AppContext(settings, providers, PhraseCache())) as srv:
+        url = f"http://127.0.0.1:{srv.port}/twilio/fallback"
+        fields = form(call_sid(9), ErrorCode="11200", ErrorUrl=srv.voice_url)
+        forged = await post_voice(url, fields, sign(url, fields, token="not-the-token"))
+        assert forged.status_code == 403
+        resp = await post_voice(url, fields, sign(url, fields))
+    assert resp.status_code == 200
+    root = ET.fromstring(resp.text)
+    assert [c.tag for c in root] == ["Say", "Dial"]
+    assert root.find("Dial").text == "+14155550100"
+    (logged,) = logs.events("twilio_fallback")
+    assert logged["error_code"] == "11200" and logged["call_id"] == call_sid(9)
