@@ -109,6 +109,8 @@ _KEY_CHECKS: tuple[tuple[str, str, Callable[[Settings], Awaitable[str]]], ...] =
 def explain(exc: BaseException) -> str:
     """One line for what went wrong, from the SDKs' error types without importing them all."""
     status = getattr(exc, "status_code", None)
+    if status is None and isinstance(getattr(exc, "status", None), int):  # the twilio package
+        status = exc.status  # type: ignore[attr-defined]
     if status is None and getattr(exc, "response", None) is not None:
         status = getattr(exc.response, "status_code", None)  # type: ignore[union-attr]
     if status in (401, 403):
@@ -179,8 +181,118 @@ async def flux_check(settings: Settings) -> list[Check]:
     return [Check(what, True, f"socket opened at {host}, eot {cloud.deepgram_eot_threshold}", took)]
 
 
+async def _timed(what: str, probe: Callable[[], Awaitable[str]]) -> Check:
+    """Run one probe within the time limit; any failure becomes one readable line."""
+    started = time.perf_counter()
+    try:
+        async with asyncio.timeout(TIMEOUT_S + 1):
+            detail, ok = await probe(), True
+    except Exception as exc:
+        detail, ok = explain(exc), False
+    return Check(what, ok, detail, (time.perf_counter() - started) * 1000)
+
+
+async def twilio_check(settings: Settings) -> list[Check]:
+    """The account's credentials, by reading the account (``GET /Accounts/{sid}.json``)."""
+    from telephony.rest import rest_client
+
+    t = settings.twilio
+    if not t.account_sid and not t.auth_token:
+        return [Check("twilio", True, "not configured: only loopback callers (the simulator)")]
+    if not t.account_sid or not (t.auth_token or t.api_key):
+        return [Check("twilio", False, "set TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN together")]
+    register_secret(t.auth_token)
+    register_secret(t.api_secret)
+
+    async def probe() -> str:
+        client = rest_client(t.account_sid or "", t.auth_token, api_key=t.api_key,
+                             api_secret=t.api_secret, base_url=t.api_base_url, timeout_s=TIMEOUT_S)
+        account = await asyncio.to_thread(lambda: client.api.v2010.accounts(t.account_sid).fetch())
+        return f"account {account.friendly_name!r} is {account.status}"
+
+    checks = [await _timed("twilio credentials", probe)]
+    if not t.auth_token:
+        checks.append(Check("twilio signatures", False,
+                            "TWILIO_AUTH_TOKEN is needed to check webhook signatures"))
+    return checks
+
+
+async def public_url_check(settings: Settings) -> list[Check]:
+    """Can the internet (Twilio) reach us? ``GET PUBLIC_URL/health`` from here."""
+    import httpx
+
+    url = settings.server.public_url
+    if not url:
+        return [Check("PUBLIC_URL", not settings.twilio.auth_token,
+                      "not set: Twilio cannot reach this server (set it to the https address)")]
+    if not url.startswith("https://"):
+        return [Check("PUBLIC_URL", False, "must be https://: Twilio opens only wss:// streams")]
+
+    async def probe() -> str:
+        async with httpx.AsyncClient(timeout=TIMEOUT_S) as client:
+            resp = await client.get(url + "/health")
+        if resp.status_code != 200 or "status" not in resp.text:
+            raise ValueError(f"{url}/health answered HTTP {resp.status_code}: is it this server?")
+        return f"{url}/health answers ({resp.json().get('status')})"
+
+    return [await _timed("PUBLIC_URL", probe)]
+
+
+async def database_check(settings: Settings) -> list[Check]:
+    from app.store import Store, StoreError
+
+    async def probe() -> str:
+        try:
+            store = await Store.open(settings.store.database_url)
+        except StoreError as exc:
+            raise ValueError(str(exc)) from None
+        await store.close()
+        return f"{store.db.dialect} opens and has the current schema"
+
+    return [await _timed("database", probe)]
+
+
+def agents_check(settings: Settings) -> list[Check]:
+    cc = settings.callcentre
+    if not cc.agents_file:
+        return []
+    names = sorted(cc.agents.agents) if cc.agents is not None else []
+    return [Check("agents file", True, f"{cc.agents_file}: {len(names)} agent(s): "
+                  + ", ".join(names[:8]))]
+
+
+async def turn_check(settings: Settings) -> list[Check]:
+    """Each TURN server's host and port accept a connection (TCP, as turns: and most relays do)."""
+    out = []
+    for url in settings.webrtc.turn_urls:
+        scheme, _, rest = url.partition(":")
+        hostport = rest.split("?", 1)[0]
+        host, _, port = hostport.rpartition(":") if hostport.count(":") == 1 else (hostport, "", "")
+        port_n = int(port) if port.isdigit() else (5349 if scheme == "turns" else 3478)
+        target = host or hostport
+
+        async def probe(target: str = target, port_n: int = port_n) -> str:
+            _, writer = await asyncio.wait_for(
+                asyncio.open_connection(target, port_n), TIMEOUT_S
+            )
+            writer.close()
+            return f"{target}:{port_n} accepts connections"
+
+        out.append(await _timed(f"turn {scheme}:{target}:{port_n}", probe))
+    return out
+
+
 async def diagnose(settings: Settings) -> list[Check]:
-    return selection(settings) + await key_checks(settings) + await flux_check(settings)
+    return (
+        selection(settings)
+        + await key_checks(settings)
+        + await flux_check(settings)
+        + await twilio_check(settings)
+        + await public_url_check(settings)
+        + await database_check(settings)
+        + agents_check(settings)
+        + await turn_check(settings)
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -199,5 +311,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    p = sub.add_parser("doctor", help="show the active providers and check each API key")
+    p = sub.add_parser(
+        "doctor",
+        help="check the providers, keys, Twilio account, PUBLIC_URL, database, agents and TURN",
+    )
     p.set_defaults(func=run)

@@ -16,6 +16,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+_ACCOUNT = re.compile(r"^/2010-04-01/Accounts/(AC\w+)\.json$")
 _LIST = re.compile(r"^/2010-04-01/Accounts/(AC\w+)/IncomingPhoneNumbers\.json$")
 _ONE = re.compile(r"^/2010-04-01/Accounts/(AC\w+)/IncomingPhoneNumbers/(PN\w+)\.json$")
 
@@ -124,6 +125,11 @@ class FakeTwilioNumbers:
         self.requests.append(Seen(method, parts.path, query, form))
         if not self._authorised(h.headers.get("Authorization", "")):
             return _error(h, 401, 20003, "Authenticate")
+        if (m := _ACCOUNT.match(parts.path)) and method == "GET":
+            if m.group(1) != self.account_sid:
+                return _error(h, 404, 20404, "The requested resource was not found")
+            return _json(h, 200, {"sid": self.account_sid, "friendly_name": "Test account",
+                                  "status": "active", "type": "Full"})
         if (m := _LIST.match(parts.path)) and method == "GET":
             if m.group(1) != self.account_sid:
                 return _error(h, 404, 20404, "The requested resource was not found")

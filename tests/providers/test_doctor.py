@@ -76,3 +76,51 @@ async def test_no_keys_means_local():
 def test_explain_timeouts_and_bad_urls():
     assert explain(TimeoutError()).startswith("no answer within")
     assert "DEEPGRAM_URL" in explain(ValueError("DEEPGRAM_URL must be a ws:// or wss:// URL"))
+
+
+async def test_the_road_to_a_live_line_is_checked(tmp_path):
+    """Twilio credentials, PUBLIC_URL, the database, the agents file and TURN: each a line."""
+    import asyncio
+    import socket
+    from pathlib import Path
+
+    from tests.fakes.twilio_numbers import FakeTwilioNumbers
+
+    def closed_port() -> int:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return s.getsockname()[1]
+
+    listener = await asyncio.start_server(lambda r, w: w.close(), "127.0.0.1", 0)
+    open_port = listener.sockets[0].getsockname()[1]
+    root = Path(__file__).resolve().parents[2]
+    with FakeTwilioNumbers() as fake:
+        env = {
+            "TWILIO_ACCOUNT_SID": fake.account_sid,
+            "TWILIO_AUTH_TOKEN": fake.auth_token,
+            "TWILIO_API_BASE_URL": fake.base_url,
+            "PUBLIC_URL": f"https://127.0.0.1:{closed_port()}",
+            "DATABASE_URL": f"sqlite:///{tmp_path / 'doctor.db'}",
+            "AGENTS_FILE": str(root / "agents.toml"),
+            "WEBRTC_TURN_URLS": f"turn:127.0.0.1:{open_port},turn:127.0.0.1:{closed_port()}",
+            "WEBRTC_TURN_SECRET": "turn-secret",
+        }
+        good = lines(await diagnose(Settings.from_env(env)))
+        wrong = lines(await diagnose(Settings.from_env({
+            **env, "TWILIO_AUTH_TOKEN": "wrong-token-zzz",
+            "DATABASE_URL": f"postgres://app@127.0.0.1:{closed_port()}/calls",
+        })))
+    listener.close()
+    assert good["twilio credentials"] == (True, "account 'Test account' is active")
+    assert good["PUBLIC_URL"][0] is False and "cannot reach" in good["PUBLIC_URL"][1]
+    assert good["database"] == (True, "sqlite opens and has the current schema")
+    assert good["agents file"][0] and "reception" in good["agents file"][1]
+    turns = {k: v for k, v in good.items() if k.startswith("turn ")}
+    assert sorted(ok for ok, _ in turns.values()) == [False, True]
+    assert wrong["twilio credentials"] == (False, "key rejected (HTTP 401): check the key")
+    assert wrong["database"][0] is False and "nothing is listening" in wrong["database"][1]
+
+
+async def test_a_forced_cloud_provider_without_its_key_fails():
+    got = lines(await diagnose(Settings.from_env({"TTS_PROVIDER": "elevenlabs"})))
+    assert got["tts"] == (False, "TTS_PROVIDER=elevenlabs needs ELEVENLABS_API_KEY")
