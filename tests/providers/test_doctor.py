@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from app.config import Settings
@@ -11,6 +13,7 @@ from tests.fakes.asgi import LoopbackServer
 from tests.fakes.deepgram_server import DeepgramFake
 from tests.fakes.elevenlabs_server import ElevenLabsFake
 
+ROOT = Path(__file__).resolve().parents[2]
 DG, AN, EL = "dg-doctor-key-1", "sk-ant-doctor-key-2", "xi-doctor-key-3"
 
 
@@ -82,8 +85,6 @@ async def test_the_road_to_a_live_line_is_checked(tmp_path):
     """Twilio credentials, PUBLIC_URL, the database, the agents file and TURN: each a line."""
     import asyncio
     import socket
-    from pathlib import Path
-
     from tests.fakes.twilio_numbers import FakeTwilioNumbers
 
     def closed_port() -> int:
@@ -93,7 +94,6 @@ async def test_the_road_to_a_live_line_is_checked(tmp_path):
 
     listener = await asyncio.start_server(lambda r, w: w.close(), "127.0.0.1", 0)
     open_port = listener.sockets[0].getsockname()[1]
-    root = Path(__file__).resolve().parents[2]
     with FakeTwilioNumbers() as fake:
         env = {
             "TWILIO_ACCOUNT_SID": fake.account_sid,
@@ -101,7 +101,7 @@ async def test_the_road_to_a_live_line_is_checked(tmp_path):
             "TWILIO_API_BASE_URL": fake.base_url,
             "PUBLIC_URL": f"https://127.0.0.1:{closed_port()}",
             "DATABASE_URL": f"sqlite:///{tmp_path / 'doctor.db'}",
-            "AGENTS_FILE": str(root / "agents.toml"),
+            "AGENTS_FILE": str(ROOT / "agents.toml"),
             "WEBRTC_TURN_URLS": f"turn:127.0.0.1:{open_port},turn:127.0.0.1:{closed_port()}",
             "WEBRTC_TURN_SECRET": "turn-secret",
         }
