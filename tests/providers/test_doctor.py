@@ -85,6 +85,7 @@ async def test_the_road_to_a_live_line_is_checked(tmp_path):
     """Twilio credentials, PUBLIC_URL, the database, the agents file and TURN: each a line."""
     import asyncio
     import socket
+
     from tests.fakes.twilio_numbers import FakeTwilioNumbers
 
     def closed_port() -> int:
