@@ -13,13 +13,17 @@ RUN apt-get update \
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
-# Dependencies first so that code edits reuse the cached layer.
-COPY pyproject.toml README.md ./
+# Dependencies first, from pyproject.toml alone, so that a code edit reuses this cached layer
+# (the models and SDKs are most of the image).
+COPY pyproject.toml README.md LICENSE ./
+RUN pip install --upgrade pip \
+ && python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" > /tmp/requirements.txt \
+ && pip install -r /tmp/requirements.txt
+# Then the code, without touching the dependencies again.
 COPY app ./app
 COPY telephony ./telephony
 COPY twiml ./twiml
-RUN pip install --upgrade pip \
- && pip install .
+RUN pip install . --no-deps
 
 FROM python:3.11-slim AS runtime
 ENV PATH=/opt/venv/bin:$PATH \
@@ -31,6 +35,8 @@ RUN groupadd --system --gid 10001 agent \
 COPY --from=build /opt/venv /opt/venv
 USER agent
 WORKDIR /home/agent
+# The example agent profiles, for AGENTS_FILE=agents.toml (relative to this directory).
+COPY --chown=agent:agent agents.toml ./agents.toml
 # Warm import check: every module imports and the local models load, or the build fails here
 # instead of on the first call.
 RUN python -m app.ops.warmcheck

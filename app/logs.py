@@ -84,9 +84,24 @@ class JsonFormatter(logging.Formatter):
         return redact(json.dumps(line, default=str, ensure_ascii=False))
 
 
-def configure(level: str = "info", stream: Any = None) -> None:
+class HumanFormatter(logging.Formatter):
+    """One short line for a person at a terminal (the CLI's commands), on stderr, redacted:
+    ``warning: campaign_csv_rows_rejected rejected=3 first_lines=[2, 5, 9]``."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        fields = getattr(record, "fields", None)
+        extra = " ".join(f"{k}={v}" for k, v in fields.items()) if isinstance(fields, dict) else ""
+        line = f"{record.levelname.lower()}: {record.getMessage()} {extra}".rstrip()
+        if record.exc_info and record.exc_info[0] is not None:
+            line += f" ({type(record.exc_info[1]).__name__}: {record.exc_info[1]})"
+        return redact(line)
+
+
+def configure(level: str = "info", stream: Any = None, human: bool = False) -> None:
+    """Logging for this process: JSON lines (the server) or short human lines (the CLI), on
+    stderr either way, so a command's own output on stdout stays clean."""
     handler = logging.StreamHandler(stream or sys.stderr)
-    handler.setFormatter(JsonFormatter())
+    handler.setFormatter(HumanFormatter() if human else JsonFormatter())
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

@@ -30,35 +30,37 @@ def register(sub: Any) -> None:
 
     create = cs.add_parser("create", help="create a campaign from a CSV file")
     create.add_argument("--csv", required=True, type=Path, help="phone column + variables")
-    create.add_argument("--name", required=True)
+    create.add_argument("--name", required=True, help="a name to know it by")
     create.add_argument("--prompt", help="instructions for the agent; {column} is replaced")
     create.add_argument("--from", dest="from_number", help="caller id for this campaign")
     create.add_argument("--cps", type=float, help="calls per second (at most TWILIO_CPS)")
-    create.add_argument("--max-concurrent", type=int)
-    create.add_argument("--max-attempts", type=int)
+    create.add_argument("--max-concurrent", type=int, help="calls of this campaign at once")
+    create.add_argument("--max-attempts", type=int, help="tries per contact (busy, no answer)")
     create.add_argument("--retry-base", type=float, help="first retry delay in seconds")
-    create.add_argument("--hours", help="calling hours in the callee's time, e.g. 09:00-20:00")
+    create.add_argument(
+        "--hours", help="calling hours in the callee's time: 09:00-20:00 or 09:00,20:00"
+    )
     create.add_argument("--allow-invalid", action="store_true",
                         help="create with the valid rows even if some are rejected")
     create.add_argument("--start", action="store_true", help="set it running at once")
     create.set_defaults(func=lambda a: _run(_create(a)))
 
     run = cs.add_parser("run", help="start (or join) dialling a campaign from this process")
-    run.add_argument("id")
+    run.add_argument("id", help="the campaign id (from create or list)")
     run.add_argument("--detach", action="store_true",
                      help="only mark it running; servers with CAMPAIGN_DIALER dial it")
-    run.add_argument("--no-progress", action="store_true")
+    run.add_argument("--no-progress", action="store_true", help="no progress bar (for logs)")
     run.add_argument("--poll", type=float, default=1.0,
                      help="seconds between checks while calls are in flight")
     run.set_defaults(func=lambda a: _run(_run_campaign(a)))
 
     for name in ("pause", "resume", "cancel"):
         cmd = cs.add_parser(name, help=f"{name} a campaign")
-        cmd.add_argument("id")
+        cmd.add_argument("id", help="the campaign id")
         cmd.set_defaults(func=lambda a, n=name: _run(_command(a.id, n)))
 
     status = cs.add_parser("status", help="progress of a campaign")
-    status.add_argument("id")
+    status.add_argument("id", help="the campaign id")
     status.set_defaults(func=lambda a: _run(_status(a.id)))
 
     listing = cs.add_parser("list", help="all campaigns")
@@ -67,11 +69,11 @@ def register(sub: Any) -> None:
     dnc = sub.add_parser("dnc", help="the do-not-call list")
     ds = dnc.add_subparsers(dest="dnc_command", required=True)
     add = ds.add_parser("add", help="block numbers")
-    add.add_argument("numbers", nargs="+")
-    add.add_argument("--reason")
+    add.add_argument("numbers", nargs="+", help="numbers in E.164 (+14155550123)")
+    add.add_argument("--reason", help="why (kept with the entry)")
     add.set_defaults(func=lambda a: _run(_dnc(a, add=True)))
     remove = ds.add_parser("remove", help="unblock numbers")
-    remove.add_argument("numbers", nargs="+")
+    remove.add_argument("numbers", nargs="+", help="numbers in E.164")
     remove.set_defaults(func=lambda a: _run(_dnc(a, add=False)))
 
 

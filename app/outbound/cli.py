@@ -59,7 +59,8 @@ def _run(coro: Any) -> int:
 async def outbound(need_twilio: bool = True) -> AsyncIterator[OutboundService]:
     """Settings, store and (if configured) the Twilio client, for one command."""
     settings = Settings.from_env()
-    configure("warning" if settings.server.log_level == "info" else settings.server.log_level)
+    configure("warning" if settings.server.log_level == "info" else settings.server.log_level,
+              human=True)
     tw = settings.twilio
     dialer = None
     if tw.account_sid and tw.auth_token:

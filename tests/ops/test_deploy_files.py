@@ -272,6 +272,23 @@ def test_image_has_what_the_build_reads(stages: list[Stage]) -> None:
     assert not any(dockerignored(f, rules) for f in needed)
 
 
+def test_dependencies_install_before_the_code_is_copied(stages: list[Stage]) -> None:
+    """A code edit must not reinstall every dependency: the layer that installs them sees
+    pyproject.toml, not app/."""
+    steps = build_stage(stages).instructions
+    deps = next(i for i, (k, r) in enumerate(steps) if k == "RUN" and "requirements" in r)
+    code = next(i for i, (k, r) in enumerate(steps) if k == "COPY" and r.startswith("app "))
+    assert deps < code
+    assert not any(k == "COPY" and r.startswith("app") for k, r in steps[:deps])
+
+
+def test_the_image_ships_the_example_agents_and_the_license(stages: list[Stage]) -> None:
+    runtime = stages[-1]
+    assert any(k == "COPY" and "agents.toml" in r for k, r in runtime.instructions)
+    assert "MIT License" in (ROOT / "LICENSE").read_text()
+    assert PYPROJECT["project"]["license"] == "MIT"
+
+
 def test_app_imports_only_packaged_first_party_code() -> None:
     imports = first_party_imports(packaged_files())
     packaged = top_level_packages()
@@ -405,3 +422,11 @@ def test_fly_builds_this_dockerfile(fly: dict) -> None:
     dockerfile = fly.get("build", {}).get("dockerfile", "Dockerfile")
     assert (ROOT / dockerfile).is_file()
     assert fnmatch.fnmatch(dockerfile, "Dockerfile*")
+
+
+def test_fly_scrapes_the_private_metrics_port(fly: dict) -> None:
+    settings = Settings.from_env({k: str(v) for k, v in fly["env"].items()})
+    assert fly["metrics"]["port"] == settings.server.metrics_port != settings.server.port
+    assert fly["metrics"]["path"] == "/metrics"
+    assert all(settings.server.metrics_port != s.get("internal_port")
+               for s in [fly["http_service"], *fly.get("services", [])])
