@@ -19,9 +19,10 @@ import importlib.resources
 import logging
 import time
 from typing import Any
+from urllib.parse import urlsplit
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
 from app.core.records import TurnMetrics
@@ -57,7 +58,9 @@ def call_summary(row: dict[str, Any], rates: pricing.Rates | None = None) -> dic
         "transport": row.get("transport"),
         "direction": row.get("direction"),
         "status": row.get("status"),
-        "from": mask_phone(row.get("from_number")),
+        # a web caller has no number: say where the call came from instead
+        "from": mask_phone(row.get("from_number")) if row.get("from_number")
+        else ("browser" if row.get("transport") == "webrtc" else None),
         "to": mask_phone(row.get("to_number")),
         "created_at": row.get("created_at"),
         "started_at": row.get("started_at"),
@@ -81,11 +84,32 @@ def turn_view(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def recording_source(url: str | None, twilio: Any) -> tuple[str, tuple[str, str]] | None:
+    """(MP3 URL, basic auth) for a stored recording URL, only on Twilio's own API host (or the
+    configured TWILIO_API_BASE_URL): the stored URL came from a webhook, and our credentials
+    must never be sent anywhere else."""
+    if not url or not twilio.account_sid:
+        return None
+    allowed = {"api.twilio.com"}
+    if twilio.api_base_url:
+        allowed.add(urlsplit(twilio.api_base_url).netloc)
+    if urlsplit(url).netloc not in allowed:
+        return None
+    if twilio.api_key and twilio.api_secret:
+        auth = (twilio.api_key, twilio.api_secret)
+    elif twilio.auth_token:
+        auth = (twilio.account_sid, twilio.auth_token)
+    else:
+        return None
+    return (url if url.endswith(".mp3") else url + ".mp3"), auth
+
+
 def call_detail(call: dict[str, Any], rates: pricing.Rates | None = None) -> dict[str, Any]:
     return {
         **call_summary(call, rates),
         "usage": call.get("usage") or {},
         "summary": call.get("summary"),
+        "recording": bool(call.get("recording_url")),
         "transcript": [
             {k: line.get(k) for k in ("role", "text", "at", "interrupted", "turn")}
             for line in call.get("transcript", [])
@@ -159,6 +183,8 @@ def routes(ctx: Any) -> list[BaseRoute]:
             direction=q.get("direction") or None,
             status=q.get("status") or None,
             campaign_id=q.get("campaign") or None,
+            transport=q.get("transport") or None,
+            search=(q.get("q") or "").strip() or None,
         )
         return JSONResponse({"calls": [call_summary(r, rates) for r in rows]})
 
@@ -176,6 +202,40 @@ def routes(ctx: Any) -> list[BaseRoute]:
         detail = call_detail(call, rates)
         detail["live"] = ctx.calls.get(call_id) is not None
         return JSONResponse(detail)
+
+    async def recording(request: Request) -> Response:
+        """The call's recording as MP3, fetched from Twilio with the account's credentials (a
+        browser cannot: Twilio's media URLs need them), streamed through without buffering."""
+        if (denied := refused(request)) is not None:
+            return denied
+        if (s := store()) is None:
+            return no_store()
+        call_id = request.path_params["call_id"][:64]
+        call = await s.calls.get_call(call_id)
+        url = (call or {}).get("recording_url")
+        source = recording_source(url, ctx.settings.twilio)
+        if source is None:
+            return JSONResponse({"error": "no recording"}, status_code=404)
+        import httpx
+
+        client = httpx.AsyncClient(timeout=30, auth=source[1])
+        upstream = await client.send(client.build_request("GET", source[0]), stream=True)
+        if upstream.status_code != 200:
+            await upstream.aclose()
+            await client.aclose()
+            event(log, "recording_fetch_failed", logging.WARNING, status=upstream.status_code)
+            return JSONResponse({"error": "recording unavailable"}, status_code=502)
+
+        async def body() -> Any:
+            try:
+                async for part in upstream.aiter_bytes():
+                    yield part
+            finally:
+                await upstream.aclose()
+                await client.aclose()
+
+        return StreamingResponse(body(), media_type="audio/mpeg",
+                                 headers={"Cache-Control": "no-store"})
 
     async def live(request: Request) -> Response:
         if (denied := refused(request)) is not None:
@@ -202,6 +262,7 @@ def routes(ctx: Any) -> list[BaseRoute]:
     return [
         Route("/api/calls", list_calls, methods=["GET"]),
         Route("/api/calls/{call_id}", get_call, methods=["GET"]),
+        Route("/api/calls/{call_id}/recording", recording, methods=["GET"]),
         Route("/api/live", live, methods=["GET"]),
         # Not /api/campaigns: that is the campaign API's, behind its own token.
         Route("/api/dashboard/campaigns", list_campaigns, methods=["GET"]),
@@ -220,7 +281,10 @@ def _page(name: str, media_type: str) -> Any:
         return Response(body, media_type=media_type, headers={
             "Cache-Control": "no-store",
             # everything is served from here; nothing from a CDN
-            "Content-Security-Policy": "default-src 'self'; style-src 'self'; img-src 'self' data:",
+            "Content-Security-Policy": (
+                "default-src 'self'; style-src 'self'; img-src 'self' data:; "
+                "media-src 'self' blob:"
+            ),
         })
 
     return serve

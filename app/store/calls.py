@@ -363,9 +363,20 @@ class CallStore:
         campaign_id: str | None = None,
         status: str | None = None,
         since: float | None = None,
+        transport: str | None = None,
+        search: str | None = None,
     ) -> list[dict[str, Any]]:
-        """Newest first. Rows carry phone numbers: mask them before they reach a log."""
+        """Newest first. Rows carry phone numbers: mask them before they reach a log.
+        ``search``: a call id's start, or words of its outcome, end reason or summary."""
         query = sa.select(calls).order_by(calls.c.created_at.desc(), calls.c.id)
+        if transport:
+            query = query.where(calls.c.transport == transport)
+        if search:
+            like = "%" + search.replace("\\", "").replace("%", "").replace("_", "")[:64] + "%"
+            query = query.where(sa.or_(
+                calls.c.id.like(like.lstrip("%")), calls.c.outcome.ilike(like),
+                calls.c.end_reason.ilike(like), calls.c.summary.ilike(like),
+            ))
         if direction:
             query = query.where(calls.c.direction == direction)
         if campaign_id:

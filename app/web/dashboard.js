@@ -94,8 +94,23 @@ async function refreshLive() {
   })), 6, "No calls right now", showCall);
 }
 
+const PAGE = 25;
+const filters = { offset: 0 };
+
+function recentQuery() {
+  const params = new URLSearchParams({ limit: String(PAGE), offset: String(filters.offset) });
+  for (const name of ["direction", "transport", "status", "q"]) {
+    const value = $(`filter-${name}`).value.trim();
+    if (value) params.set(name, value);
+  }
+  return `/api/calls?${params}`;
+}
+
 async function refreshRecent() {
-  const data = await api("/api/calls?limit=25");
+  const data = await api(recentQuery());
+  $("page").textContent = `calls ${filters.offset + 1}–${filters.offset + data.calls.length}`;
+  $("prev").disabled = filters.offset === 0;
+  $("next").disabled = data.calls.length < PAGE;
   fillRows($("recent"), data.calls.map((c) => ({
     id: c.id,
     cells: [fmtTime(c.started_at || c.created_at), c.direction, c.from, c.to,
@@ -195,6 +210,25 @@ async function showCall(id) {
     list.append(li);
   }
   if (!call.transcript.length) list.append(el("li", "No transcript", "empty"));
+  $("detail-outcome").textContent =
+    `Outcome: ${call.outcome || "—"}` + (call.summary ? ` — ${call.summary}` : "");
+  const events = $("events");
+  events.replaceChildren();
+  for (const ev of call.events || []) {
+    const detail = Object.entries(ev.detail || {}).map(([k, v]) => `${k}=${v}`).join(" ");
+    events.append(el("li", `${fmtTime(ev.at)} ${ev.kind} ${detail}`.trim()));
+  }
+  if (!(call.events || []).length) events.append(el("li", "No events", "empty"));
+  const player = $("recording");
+  player.hidden = !call.recording;
+  if (call.recording) {
+    // An <audio> element cannot send the bearer token, so the MP3 is fetched here.
+    const headers = state.token ? { Authorization: `Bearer ${state.token}` } : {};
+    fetch(`/api/calls/${encodeURIComponent(id)}/recording`, { headers })
+      .then((r) => (r.ok ? r.blob() : Promise.reject(new Error(`recording: ${r.status}`))))
+      .then((blob) => { player.src = URL.createObjectURL(blob); })
+      .catch((e) => { $("error").textContent = e.message; });
+  }
   drawChart(call.turns);
   for (const tr of document.querySelectorAll("tbody tr.clickable")) {
     tr.classList.toggle("selected", tr.dataset.id === id);
@@ -222,6 +256,14 @@ function start() {
   const refreshAll = () => Promise.all([
     tick(refreshLive), tick(refreshRecent), tick(refreshCampaigns),
   ]).then(() => { document.body.dataset.loaded = "1"; });
+  for (const name of ["direction", "transport", "status", "q"]) {
+    $(`filter-${name}`).addEventListener("change", () => { filters.offset = 0; tick(refreshRecent); });
+  }
+  $("filters").addEventListener("submit", (ev) => ev.preventDefault());
+  $("prev").addEventListener("click", () => {
+    filters.offset = Math.max(0, filters.offset - PAGE); tick(refreshRecent);
+  });
+  $("next").addEventListener("click", () => { filters.offset += PAGE; tick(refreshRecent); });
   refreshAll();
   setInterval(() => tick(refreshLive), 2000);
   setInterval(() => tick(refreshRecent), 5000);

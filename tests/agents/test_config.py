@@ -135,4 +135,5 @@ def test_serve_refuses_to_start_with_a_bad_agents_file(tmp_path: Path) -> None:
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert done.returncode == 2
-    assert f"{path}, line 21: agents.sales.barge_in.min_wrods: unknown key" in done.stdout
+    assert f"{path}, line 21: agents.sales.barge_in.min_wrods: unknown key" in done.stderr
+    assert "Traceback" not in done.stderr

@@ -135,3 +135,33 @@ async def test_cost_is_priced_from_usage_with_configured_rates(store: object) ->
     async with client(Starlette(routes=calls_api.routes(Ctx(store)))) as c:
         assert [x["cost"] for x in (await c.get("/api/calls")).json()["calls"]] == [None, None]
 
+
+
+def test_recordings_are_fetched_from_twilio_only_with_our_credentials() -> None:
+    from app.config import TwilioSettings
+    from app.ops.calls_api import recording_source
+
+    tw = TwilioSettings(account_sid="AC" + "1" * 32, auth_token="tok")
+    url = f"https://api.twilio.com/2010-04-01/Accounts/{tw.account_sid}/Recordings/RE1"
+    assert recording_source(url, tw) == (url + ".mp3", (tw.account_sid, "tok"))
+    # a URL a forged callback could have stored elsewhere never gets the credentials
+    assert recording_source("https://evil.example/RE1", tw) is None
+    keyed = TwilioSettings(account_sid=tw.account_sid, api_key="SK1", api_secret="sec",
+                           api_base_url="http://127.0.0.1:9999")
+    assert recording_source("http://127.0.0.1:9999/RE1.mp3", keyed) == (
+        "http://127.0.0.1:9999/RE1.mp3", ("SK1", "sec"))
+    assert recording_source(None, tw) is None
+
+
+async def test_calls_can_be_filtered_searched_and_paged(store: object) -> None:
+    app = Starlette(routes=calls_api.routes(Ctx(store)))
+    async with client(app) as c:
+        every = (await c.get("/api/calls")).json()["calls"]
+        web = (await c.get("/api/calls?transport=webrtc")).json()["calls"]
+        assert [x["transport"] for x in web] == ["webrtc"]
+        assert web[0]["from"] == "browser"  # a web caller has no number
+        found = (await c.get(f"/api/calls?q={every[1]['id'][:10]}")).json()["calls"]
+        assert [x["id"] for x in found] == [every[1]["id"]]
+        assert (await c.get("/api/calls?q=zzz-nothing")).json()["calls"] == []
+        page2 = (await c.get("/api/calls?limit=1&offset=1")).json()["calls"]
+        assert [x["id"] for x in page2] == [every[1]["id"]]
