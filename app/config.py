@@ -356,7 +356,7 @@ class Settings:
             on_fly=on_fly,
             multi_instance=e.bool("MULTI_INSTANCE", on_fly),
             metrics_port=e.int("METRICS_PORT", 9091, 0, 65535),
-            metrics_host=e.str("METRICS_HOST", e.str("HOST", "127.0.0.1")),
+            metrics_host=e.opt("METRICS_HOST") or e.str("HOST", "127.0.0.1"),
             http_header_timeout_s=e.float("HTTP_HEADER_TIMEOUT_S", 10.0, 0.5, 300),
             http_body_timeout_s=e.float("HTTP_BODY_TIMEOUT_S", 10.0, 0.5, 300),
         )
