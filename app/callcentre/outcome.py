@@ -90,7 +90,9 @@ def scripted(transcript: Sequence[TranscriptLine], today: dt.date | None = None)
     asked, last, when = "", None, ""
     for line in transcript:
         if line.role == "agent":
-            asked = line.text
+            # A reply reaches the transcript sentence by sentence: the question the caller
+            # answers ("Just to confirm: ... Is that right?") spans all of them.
+            asked = f"{asked} {line.text}".strip()
             continue
         state = agent.step(state, line.text, asked, today or dt.date.today())
         asked = ""

@@ -182,3 +182,32 @@ def test_outcome_from_facts_and_model_replies() -> None:
     assert odd is not None and odd.outcome == "other"
     assert parse("no json here") is None
 
+
+
+async def test_the_readmes_booking_demo_is_labelled_booked():
+    """The scripted receptionist's replies reach the transcript sentence by sentence; the
+    outcome replay must read the whole reply as the question the caller answered."""
+    import datetime as dt
+    import re
+
+    from app.callcentre.outcome import scripted
+    from app.core.providers import LlmRequest, Message, TextDelta
+    from app.core.records import TranscriptLine
+    from app.providers.scripted import ScriptedAgent
+    from app.simulator.plan import DEFAULT_CONVERSATION
+
+    agent = ScriptedAgent()
+    greeting = "Hello, thank you for calling Sunrise Dental. This is Ava. How can I help you?"
+    history = [Message("assistant", greeting)]
+    transcript = [TranscriptLine("agent", greeting, 0.0)]
+    for line in DEFAULT_CONVERSATION:
+        history.append(Message("user", line))
+        transcript.append(TranscriptLine("caller", line, 0.0))
+        request = LlmRequest(system="", messages=tuple(history))
+        reply = "".join([d.text async for d in agent.stream(request) if isinstance(d, TextDelta)])
+        history.append(Message("assistant", reply))
+        transcript += [TranscriptLine("agent", s, 0.0)
+                       for s in re.split(r"(?<=[.?!])\s+", reply) if s]
+    found = scripted(transcript, today=dt.date.today())
+    assert found is not None and found.outcome == "booked", found
+    assert "Alex Morgan" in found.summary
