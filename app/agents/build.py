@@ -14,42 +14,36 @@ from app.core.turns import TurnPolicy
 
 
 def script_for(agent: Agent, base: AgentSettings) -> AgentScript:
-    """The profile over the environment's defaults. A recording announcement goes before the
-    greeting, so consent is asked before anything else is said."""
-    greeting = agent.greeting or base.greeting
+    """The profile over the environment's script, field by field: what the profile leaves out
+    is what the environment says. A recording announcement goes before the greeting, so consent
+    is asked before anything else is said."""
+    from app.runtime.runner import script_from_settings
+
+    script = script_from_settings(base)
+    greeting = agent.greeting or script.greeting
     if agent.recording.enabled:
         greeting = f"{agent.recording.announcement} {greeting}"
-    return AgentScript(
-        system_prompt=agent.prompt or base.system_prompt,
+    return dataclasses.replace(
+        script,
+        system_prompt=agent.prompt or script.system_prompt,
         greeting=greeting,
-        goodbye=agent.goodbye or base.goodbye,
-        filler=base.filler,
-        fallback=base.fallback,
-        idle_prompt=base.idle_prompt,
-        idle_timeout_s=base.idle_timeout_s,
-        max_call_s=base.max_call_s,
-        llm_filler_after_s=base.llm_filler_after_s,
-        llm_giveup_after_s=base.llm_giveup_after_s,
+        goodbye=agent.goodbye or script.goodbye,
         tools=tuple(SPECS[name] for name in dict.fromkeys(agent.tools)),
-        policy=policy_for(agent, base),
+        policy=policy_for(agent, script.policy),
     )
 
 
-def policy_for(agent: Agent, base: AgentSettings) -> TurnPolicy:
-    wanted: dict[str, Any] = {
-        "endpointing_ms": agent.endpointing.ms
-        if agent.endpointing.ms is not None
-        else base.endpointing_ms,
+def policy_for(agent: Agent, base: TurnPolicy) -> TurnPolicy:
+    """``base`` (the environment's turn policy) with the knobs the profile sets."""
+    overrides: dict[str, Any] = {
+        "endpointing_ms": agent.endpointing.ms,
         "unfinished_wait_ms": agent.endpointing.unfinished_ms,
         "max_endpoint_ms": agent.endpointing.max_ms,
-        "barge_in_min_speech_ms": agent.barge_in.min_speech_ms
-        if agent.barge_in.min_speech_ms is not None
-        else base.barge_in_min_speech_ms,
+        "barge_in_min_speech_ms": agent.barge_in.min_speech_ms,
         "barge_in_sure_ms": agent.barge_in.sure_ms,
         "barge_in_min_words": agent.barge_in.min_words,
     }
-    known = {f.name for f in dataclasses.fields(TurnPolicy)}
-    return TurnPolicy(**{k: v for k, v in wanted.items() if v is not None and k in known})
+    return dataclasses.replace(base, **{k: v for k, v in overrides.items() if v is not None})
 
 
 def with_voice(tts: Any, voice: str | None) -> Any:

@@ -65,7 +65,6 @@ class CallCentre:
         return self.book.select(to_number=ours, campaign=campaign, parameter=parameter)
 
     def new_runner(self, call: CallInfo, sink: Any) -> CentreRunner:
-        from app.runtime.context import Providers
         from app.runtime.runner import CallRunner, script_from_settings
 
         settings = self.ctx.settings
@@ -76,9 +75,10 @@ class CallCentre:
             variables = {**call.variables, "language": agent.language}
             call = dataclasses.replace(call, agent=name, variables=variables)
             script = script_for(agent, settings.agent)
-            if agent.voice:
-                tts = with_voice(providers.tts, agent.voice)
-                providers = Providers(stt=providers.stt, llm=providers.llm, tts=tts)
+            if agent.voice:  # the same providers (and STT failover), in the agent's voice
+                providers = dataclasses.replace(
+                    providers, tts=with_voice(providers.tts, agent.voice)
+                )
         else:
             script = script_from_settings(settings.agent)
             if call.direction == "outbound":  # campaigns want to know how each call went

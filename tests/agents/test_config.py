@@ -68,6 +68,22 @@ def test_scripts_carry_tools_policy_and_the_recording_announcement_first() -> No
     assert sales.policy.barge_in_sure_ms == 900
 
 
+def test_a_profile_overrides_the_environment_field_by_field() -> None:
+    """Knobs a profile leaves out come from the environment (UNFINISHED_WAIT_MS, ...), not from
+    built-in defaults."""
+    book = parse_agents(GOOD)
+    env = Settings.from_env({
+        "UNFINISHED_WAIT_MS": "3500", "MAX_ENDPOINT_MS": "5000", "BARGE_IN_SURE_MS": "1500",
+        "BARGE_IN_MIN_WORDS": "4", "ENDPOINTING_MS": "150", "IDLE_TIMEOUT_S": "20",
+    }).agent
+    sales = script_for(book.get("sales"), env).policy  # sets endpointing.ms, min_words, sure_ms
+    assert (sales.unfinished_wait_ms, sales.max_endpoint_ms) == (3500, 5000)
+    assert (sales.endpointing_ms, sales.barge_in_min_words, sales.barge_in_sure_ms) == (400, 3, 900)
+    reception = script_for(book.get("reception"), env)
+    assert reception.policy.barge_in_sure_ms == 1500 and reception.policy.barge_in_min_words == 4
+    assert reception.policy.endpointing_ms == 150 and reception.idle_timeout_s == 20
+
+
 @pytest.mark.parametrize(
     ("change", "expected"),
     [

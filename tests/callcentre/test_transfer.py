@@ -111,3 +111,20 @@ async def test_transfer_refused_by_twilio_hangs_up_and_records_the_failure(tmp_p
         await asyncio.wait_for(task, 10)
     assert sink.hangups == ["transfer_call"]
     assert runner.features.transfer_result == "transfer_failed"
+
+
+def test_an_agent_with_its_own_voice_keeps_the_recogniser_failover(tmp_path):
+    from app import callcentre
+    from app.runtime.context import Providers
+    from tests.callcentre.support import EchoSink, SilenceTts, SilentStt, context, inbound
+    from tests.callcentre.support import settings as make_settings
+
+    toml = 'version = 1\ndefault = "a"\n[agents.a]\nvoice = "en-gb"\n'
+    ctx = context(make_settings(tmp_path, toml), llm=None)
+    tts = SilenceTts()
+    tts.voice = "en-us"
+    fallback = SilentStt()
+    ctx.providers = Providers(stt=SilentStt(), llm=None, tts=tts, stt_fallback=fallback)
+    runner = callcentre.install(ctx).new_runner(inbound(), EchoSink())
+    assert runner.inner.providers.tts.voice == "en-gb"
+    assert runner.inner.providers.stt_fallback is fallback
