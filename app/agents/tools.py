@@ -8,22 +8,8 @@ from __future__ import annotations
 
 from app.campaigns.tools import SET_OUTCOME
 from app.core.providers import ToolSpec
-from app.core.script import END_CALL
+from app.core.script import END_CALL, TRANSFER_CALL
 
-TRANSFER_CALL = ToolSpec(
-    name="transfer_call",
-    description=(
-        "Transfer the caller to a human colleague. In the same reply, tell the caller you are "
-        "transferring them. Give a one-sentence summary for the colleague."
-    ),
-    parameters={
-        "type": "object",
-        "properties": {
-            "reason": {"type": "string", "description": "why the caller needs a human"},
-            "summary": {"type": "string", "description": "one sentence briefing the colleague"},
-        },
-    },
-)
 COLLECT_DIGITS = ToolSpec(
     name="collect_digits",
     description=(

@@ -15,10 +15,20 @@ END_CALL = ToolSpec(
     description="End the phone call. Say goodbye first, in the same reply.",
     parameters={"type": "object", "properties": {"reason": {"type": "string"}}},
 )
+# Offered only to agents with a transfer target (an agent profile's [transfer] table).
 TRANSFER_CALL = ToolSpec(
     name="transfer_call",
-    description="Transfer the caller to a human colleague. Tell the caller first.",
-    parameters={"type": "object", "properties": {"reason": {"type": "string"}}},
+    description=(
+        "Transfer the caller to a human colleague. In the same reply, tell the caller you are "
+        "transferring them. Give a one-sentence summary for the colleague."
+    ),
+    parameters={
+        "type": "object",
+        "properties": {
+            "reason": {"type": "string", "description": "why the caller needs a human"},
+            "summary": {"type": "string", "description": "one sentence briefing the colleague"},
+        },
+    },
 )
 # Tools that end the conversation: no model turn follows them.
 TERMINAL_TOOLS = {"end_call", "transfer_call"}
@@ -39,8 +49,15 @@ class AgentScript:
     llm_filler_after_s: float = 1.2
     llm_giveup_after_s: float = 3.5
     dtmf_timeout_s: float = 2.0
+    # A keypad entry reaches the model in one turn up to this many keys (fields allow 32).
+    keypad_max_digits: int = 32
+    # Never hang on a goodbye whose mark is lost: end this long after it starts ...
+    goodbye_grace_s: float = 10.0
+    # ... or after a reply that ends the call with a tool (it may be a few sentences long).
+    ending_reply_grace_s: float = 30.0
     max_history_messages: int = 60
-    tools: tuple[ToolSpec, ...] = (END_CALL, TRANSFER_CALL)
+    # No transfer_call by default: with nobody to transfer to, it would hang up on the caller.
+    tools: tuple[ToolSpec, ...] = (END_CALL,)
     policy: TurnPolicy = field(default_factory=TurnPolicy)
 
     def cached_phrases(self) -> tuple[str, ...]:

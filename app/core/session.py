@@ -206,7 +206,7 @@ class Session:
         self._endpoint_at = self._dtmf_at = self._idle_at = self._max_at = None
         self._speak(self.script.goodbye, self._turn, out, cached=True)
         # Never hang on a goodbye whose mark is lost: end after its length plus a margin.
-        self._end_at = now + 10.0
+        self._end_at = now + self.script.goodbye_grace_s
 
     def _maybe_end(self, now: float, out: list[Action]) -> None:
         if self._ending is not None and not self._playback.pending and self._llm_turn is None:
@@ -459,7 +459,7 @@ class Session:
         if terminal:
             reason = terminal[0].name
             self._ending = reason
-            self._end_at = now + 30.0
+            self._end_at = now + self.script.ending_reply_grace_s
             if not reply:
                 self._speak(self.script.goodbye, self._turn, out, cached=True)
             self._maybe_end(now, out)
@@ -573,7 +573,7 @@ class Session:
             self._interrupt(now, out, barge_in=True)
         self._idle_at = None
         self._dtmf.append(digit)
-        if digit == "#" or len(self._dtmf) >= 16:
+        if digit == "#" or len(self._dtmf) >= self.script.keypad_max_digits:
             self._flush_dtmf(now, out)
         else:
             self._dtmf_at = now + self.script.dtmf_timeout_s

@@ -343,6 +343,18 @@ def test_dtmf_digits_reach_the_model_after_hash_or_a_pause() -> None:
     assert start.request.messages[-1].content == "[keypad: 9]"
 
 
+def test_a_twenty_digit_keypad_entry_is_one_turn() -> None:
+    """Fields take up to 32 digits: the session must not cut an entry at 16."""
+    h = Harness.create()
+    h.start()
+    starts = []
+    for d in "12345678901234567890#":
+        starts += of(StartLlm, h.send(DtmfDigit(d)))
+    (start,) = starts
+    entry = " ".join("12345678901234567890#")
+    assert start.request.messages[-1].content == f"[keypad: {entry}]"
+
+
 def test_utterance_end_closes_a_turn_the_recogniser_left_open() -> None:
     h = Harness.create()
     h.start()
@@ -452,3 +464,15 @@ def test_a_model_end_of_turn_is_answered_at_once_even_when_it_looks_unfinished()
     out = h.send(final("My number is 555 123"))
     out += h.advance(0)
     assert of(StartLlm, out)
+
+
+def test_the_default_script_offers_no_transfer_without_a_target() -> None:
+    from app.config import AgentSettings
+    from app.runtime.runner import script_from_settings
+
+    h = Harness.create()
+    h.start()
+    (start,) = of(StartLlm, h.send(SttUpdate(Transcript("hi there", is_final=True,
+                                                         speech_final=True))) + h.advance(50))
+    assert [t.name for t in start.request.tools] == ["end_call"]
+    assert [t.name for t in script_from_settings(AgentSettings()).tools] == ["end_call"]
