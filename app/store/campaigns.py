@@ -484,12 +484,19 @@ class CampaignStore:
         rows = [{"phone": p, "reason": reason, "added_at": now} for p in set(phones)]
         if not rows:
             return 0
+        # RETURNING, not rowcount: PostgreSQL's driver reports no row count for a multi-row
+        # insert (it said "added 0" for new numbers), and both databases return the new rows.
+        added = 0
         async with self.db.tx() as conn:
-            stmt = self.db.insert(do_not_call).on_conflict_do_nothing(
-                index_elements=[do_not_call.c.phone]
-            )
-            result = await conn.execute(stmt, rows)
-        return max(0, result.rowcount or 0)
+            for start in range(0, len(rows), 500):
+                stmt = (
+                    self.db.insert(do_not_call)
+                    .values(rows[start : start + 500])
+                    .on_conflict_do_nothing(index_elements=[do_not_call.c.phone])
+                    .returning(do_not_call.c.phone)
+                )
+                added += len((await conn.execute(stmt)).all())
+        return added
 
     async def remove_dnc(self, phone: str) -> bool:
         async with self.db.tx() as conn:

@@ -139,3 +139,10 @@ async def test_a_phone_call_ended_by_us_has_an_end_and_a_length_without_callback
     row = await store.calls.get_call(sid)
     assert (row["status"], row["ended_at"], row["duration_s"]) == ("completed", 1042.5, 42.5)
     assert (await store.calls.get_call(busy_sid))["status"] == "busy"
+
+
+async def test_dnc_add_counts_the_new_numbers_on_either_database(store):
+    added = await store.campaigns.add_dnc(["+14155550101", "+14155550102"], now=1.0)
+    again = await store.campaigns.add_dnc(["+14155550102", "+14155550103"], now=2.0)
+    assert (added, again) == (2, 1)
+    assert await store.campaigns.is_dnc("+14155550103")
