@@ -47,7 +47,7 @@ class _VoiceSpec(ctypes.Structure):
 
     _fields_ = [  # noqa: RUF012 - ctypes layout
         ("name", ctypes.c_char_p),
-        ("languages", ctypes.c_char_p),
+        ("languages", ctypes.c_void_p),  # (priority byte, name, NUL) ..., then a 0 byte
         ("identifier", ctypes.c_char_p),
         ("gender", ctypes.c_ubyte),
         ("age", ctypes.c_ubyte),
@@ -82,6 +82,8 @@ class _Espeak:
         lib.espeak_SetVoiceByName.restype = ctypes.c_int
         lib.espeak_SetVoiceByProperties.argtypes = [ctypes.POINTER(_VoiceSpec)]
         lib.espeak_SetVoiceByProperties.restype = ctypes.c_int
+        lib.espeak_ListVoices.argtypes = [ctypes.c_void_p]
+        lib.espeak_ListVoices.restype = ctypes.POINTER(ctypes.POINTER(_VoiceSpec))
         lib.espeak_SetParameter.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
         lib.espeak_SetParameter.restype = ctypes.c_int
         lib.espeak_Synth.argtypes = [
@@ -110,6 +112,21 @@ class _Espeak:
         lib.espeak_SetSynthCallback(self._callback)
         self._voice: str | None = None
         self._rate: int | None = None
+        self.languages = self._languages()
+
+    def _languages(self) -> frozenset[str]:
+        """Every language tag some installed voice speaks (``en-gb``, ``en-us``, ``fr`` ...)."""
+        found: set[str] = set()
+        voices = self._lib.espeak_ListVoices(None)
+        i = 0
+        while voices[i]:
+            at = voices[i].contents.languages
+            while at and ctypes.string_at(at, 1)[0] != 0:
+                name = ctypes.string_at(at + 1)
+                found.add(name.decode("ascii", "replace").lower())
+                at += len(name) + 2
+            i += 1
+        return frozenset(found)
 
     def _collect(self, wav, numsamples, events):  # type: ignore[no-untyped-def]
         if numsamples > 0 and wav:
@@ -121,8 +138,13 @@ class _Espeak:
         eSpeak NG names its British English file ``en``, so ``en-gb`` only matches by language."""
         if self._lib.espeak_SetVoiceByName(voice.encode()) == _EE_OK:
             return
-        spec = _VoiceSpec(languages=voice.lower().encode())
-        if not voice.strip() or self._lib.espeak_SetVoiceByProperties(ctypes.byref(spec)) != _EE_OK:
+        tag = voice.strip().lower().encode()
+        # Only a language some voice really speaks: by properties eSpeak would take "no-such"
+        # for Norwegian ("no") rather than refuse it.
+        spec = _VoiceSpec(languages=ctypes.cast(ctypes.c_char_p(tag), ctypes.c_void_p))
+        if tag.decode() not in self.languages or self._lib.espeak_SetVoiceByProperties(
+            ctypes.byref(spec)
+        ) != _EE_OK:
             raise TtsError(
                 f"unknown eSpeak voice {voice!r}: use a language tag such as en-us, en-gb, fr, de"
             )

@@ -129,8 +129,9 @@ class CampaignStore:
                 }
                 for c in contacts
             ]
-            for start in range(0, len(rows), 500):
-                await conn.execute(campaign_contacts.insert(), rows[start : start + 500])
+            # Small batches: each is prepared on the event loop, and live calls share it.
+            for start in range(0, len(rows), 100):
+                await conn.execute(campaign_contacts.insert(), rows[start : start + 100])
         return campaign_id
 
     async def get(self, campaign_id: str) -> dict[str, Any] | None:

@@ -214,9 +214,11 @@ async function showCall(id) {
     `Outcome: ${call.outcome || "—"}` + (call.summary ? ` — ${call.summary}` : "");
   const events = $("events");
   events.replaceChildren();
+  const first = (call.events || []).length ? call.events[0].at : 0;
   for (const ev of call.events || []) {
+    // event times are the call's own clock: shown from its start
     const detail = Object.entries(ev.detail || {}).map(([k, v]) => `${k}=${v}`).join(" ");
-    events.append(el("li", `${fmtTime(ev.at)} ${ev.kind} ${detail}`.trim()));
+    events.append(el("li", `+${(ev.at - first).toFixed(1)} s ${ev.kind} ${detail}`.trim()));
   }
   if (!(call.events || []).length) events.append(el("li", "No events", "empty"));
   const player = $("recording");

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 
@@ -161,10 +162,15 @@ async def test_a_big_import_does_not_stall_the_loop_and_bad_rows_are_summarised(
     async with outbound_stack(tmp_path) as stack, httpx.AsyncClient(
         base_url=stack.base_url, trust_env=False, timeout=120
     ) as http:
-        async with LoopLag() as lag:
-            started = time.perf_counter()
-            created = await http.post("/api/campaigns", headers=AUTH, json={"csv": good})
-            took = time.perf_counter() - started
+        gc.collect()
+        gc.freeze()  # as `voice-agent serve` does after start-up (app.main)
+        try:
+            async with LoopLag() as lag:
+                started = time.perf_counter()
+                created = await http.post("/api/campaigns", headers=AUTH, json={"csv": good})
+                took = time.perf_counter() - started
+        finally:
+            gc.unfreeze()
         assert created.status_code == 201 and created.json()["contacts"] == 20_000
         refused = await http.post("/api/campaigns", headers=AUTH, json={"csv": bad})
     print(f"\n20,000-row import: {took:.1f} s, worst loop lateness {lag.worst_ms:.0f} ms")

@@ -76,8 +76,9 @@ async def test_dashboard_shows_calls_with_their_latency_chart(tmp_path: Path) ->
                 assert "Spring recall" in await page.locator("#campaigns").inner_text()
 
                 # open a finished call: transcript and latency chart
-                finished = page.locator("#recent tr.clickable", has_text="ended")
-                assert await finished.count() == 3  # the agent ended each finished call
+                # each finished call has an end and a length, callbacks or not
+                finished = page.locator("#recent tr.clickable", has_text="completed")
+                assert await finished.count() == 3
                 await finished.first.click()
                 await page.wait_for_selector("#detail:not([hidden]) #chart svg rect")
                 lines = page.locator("#transcript li")
@@ -90,6 +91,27 @@ async def test_dashboard_shows_calls_with_their_latency_chart(tmp_path: Path) ->
                           for i in range(await bars.count())}
                 assert "llm_first_token" in stages or "endpoint_to_stt_final" in stages
                 assert "ms" in await page.locator("#chart").inner_text()
+                assert (await page.locator("#detail-outcome").inner_text()).startswith("Outcome:")
+                assert await page.locator("#events li").count() >= 1
+
+                # filters and search narrow the list (polled from here: the page's CSP
+                # forbids the eval behind a string predicate)
+                async def rows_become(check) -> None:
+                    for _ in range(100):
+                        if check(await recent.count()):
+                            return
+                        await asyncio.sleep(0.05)
+                    raise AssertionError(f"recent calls stayed at {await recent.count()}")
+
+                await page.select_option("#filter-direction", "outbound")
+                await rows_become(lambda n: n == 0)
+                await page.select_option("#filter-direction", "")
+                await page.fill("#filter-q", "zz-no-such-call")
+                await page.dispatch_event("#filter-q", "change")
+                await rows_become(lambda n: n == 0)
+                await page.fill("#filter-q", "")
+                await page.dispatch_event("#filter-q", "change")
+                await rows_become(lambda n: n >= 4)
 
                 text = await page.locator("body").inner_text()
                 assert FROM not in text and "+1********23" in text  # masked
