@@ -1,7 +1,7 @@
 """The call-centre layer of one process: builds each call's runner from its agent profile and
 carries out the tools (transfer, keypad fields, keys out) through Twilio's REST API.
 
-Put in ``ctx.extras["callcentre"]`` by ``app.callcentre.start``; ``AppContext.new_runner``
+Put in ``ctx.callcentre`` by ``app.callcentre.start``; ``AppContext.new_runner``
 hands every call to it.
 """
 
@@ -123,7 +123,7 @@ class CallCentre:
         }
 
     async def _tool_outcome(self, call: CallInfo, tool: ToolCall) -> None:
-        store = self.ctx.extras.get("store")
+        store = self.ctx.store
         if store is None:
             event(log, "outcome_not_stored", reason="no store")
             return

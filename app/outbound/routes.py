@@ -44,7 +44,7 @@ def routes(ctx: object) -> list[BaseRoute]:
         return dict(items)
 
     async def _handle(request: Request, name: str) -> Response:
-        service = ctx.extras.get("outbound")  # type: ignore[attr-defined]
+        service = ctx.outbound  # type: ignore[attr-defined]
         if service is None:
             return Response("not ready", status_code=503)
         form = await _verified_form(request, name)
