@@ -9,6 +9,8 @@ import os
 import re
 from collections.abc import Mapping
 
+from telephony.numbers import is_e164
+
 
 class ConfigError(ValueError):
     """A setting is missing or malformed. The message names the variable."""
@@ -126,7 +128,7 @@ def price(e: Env, key: str) -> float | None:
 
 def e164_or_none(e: Env, key: str) -> str | None:
     value = e.opt(key)
-    if value is not None and not re.fullmatch(r"\+[1-9]\d{6,14}", value):
+    if value is not None and not is_e164(value):
         raise ConfigError(f"{key} must be an E.164 number like +14155550123")
     return value
 

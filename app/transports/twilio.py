@@ -32,6 +32,7 @@ from app.core.providers import CallInfo
 from app.logs import bind_call, call_id_var, event, get_logger, mask_phone, register_secret
 from app.runtime.context import AppContext
 from app.transports.twilio_auth import TwilioAuth
+from telephony import paths
 from telephony.media_stream import (
     Dtmf,
     Mark,
@@ -48,10 +49,9 @@ from twiml.voice import connect_stream, reject_busy
 
 log = get_logger(__name__)
 
-VOICE_PATH = "/twilio/voice"
-MEDIA_PATH = "/twilio/media"
+VOICE_PATH, MEDIA_PATH = paths.VOICE, paths.MEDIA
 # The number's "primary handler fails" URL: Twilio asks it when /twilio/voice errs or times out.
-FALLBACK_PATH = "/twilio/fallback"
+FALLBACK_PATH = paths.FALLBACK
 FALLBACK_MESSAGE = "Sorry, we cannot take your call right now. Please try again in a few minutes."
 MAX_WEBHOOK_BYTES = 64 * 1024  # Twilio's voice webhook is a few hundred bytes of form fields
 START_TIMEOUT_S = 10.0  # Twilio sends connected+start at once; a silent socket is not Twilio
