@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from app.agents import load_settings
 from app.config import ConfigError, Settings
 from app.logs import configure, register_secret
 
@@ -253,10 +254,16 @@ async def database_check(settings: Settings) -> list[Check]:
 
 
 def agents_check(settings: Settings) -> list[Check]:
+    from app.agents import with_agents
+
     cc = settings.callcentre
     if not cc.agents_file:
         return []
-    names = sorted(cc.agents.agents) if cc.agents is not None else []
+    try:
+        book = with_agents(settings).callcentre.agents
+    except ConfigError as exc:
+        return [Check("agents file", False, str(exc))]
+    names = sorted(book.agents)
     return [Check("agents file", True, f"{cc.agents_file}: {len(names)} agent(s): "
                   + ", ".join(names[:8]))]
 
@@ -300,7 +307,7 @@ def run(args: argparse.Namespace) -> int:
     for name in ("httpx", "httpx2", "anthropic", "elevenlabs", "deepgram"):
         logging.getLogger(name).setLevel(logging.CRITICAL)
     try:
-        settings = Settings.from_env()
+        settings = load_settings()
     except ConfigError as exc:
         print(f"[FAIL] configuration: {exc}")
         return 2

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 
 import uvicorn
 
+from app.agents import load_settings
 from app.config import ConfigError, Settings
 from app.core.audio import CANONICAL, MULAW_8K
 from app.logs import configure, event, get_logger, register_secret
@@ -170,7 +171,7 @@ def _metrics_server(ctx: AppContext) -> uvicorn.Server | None:
 
 def run_serve(args: argparse.Namespace) -> int:
     try:
-        settings = Settings.from_env()
+        settings = load_settings()
     except ConfigError as exc:
         configure()
         event(log, "config_error", error=str(exc))

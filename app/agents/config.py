@@ -18,9 +18,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from app.agents.locate import key_lines, line_of
 from app.config import ConfigError
+from telephony.numbers import is_e164
 
 VERSION = 1
-_E164 = re.compile(r"^\+[1-9]\d{6,14}$")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 ToolName = Literal["end_call", "transfer_call", "collect_digits", "send_digits", "set_outcome"]
 
@@ -34,7 +34,7 @@ class _Model(BaseModel):
 
 
 def _e164(value: str) -> str:
-    if not _E164.match(value):
+    if not is_e164(value):
         raise ValueError("must be an E.164 phone number like +15551234567")
     return value
 

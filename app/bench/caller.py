@@ -39,6 +39,7 @@ from app.simulator.wire import (
     new_sid,
     parse_server_message,
 )
+from telephony import paths
 
 _FRAME_S = FRAME_MS / 1000
 _SILENT_FRAME = MULAW_SILENCE * FRAME_BYTES
@@ -61,7 +62,7 @@ class CallerPlan:
     account_sid: str = "AC" + "0" * 32
     from_number: str = "+15005550006"
     to_number: str = "+15005550001"
-    webhook_path: str = "/twilio/voice"
+    webhook_path: str = paths.VOICE
     greeting_timeout_s: float = 10.0
     reply_timeout_s: float = 10.0
     settle_ms: int = 400  # quiet after the agent's audio played out before the caller speaks

@@ -26,7 +26,7 @@ __all__ = ["CallCentre", "install", "routes", "start", "stop"]
 
 def install(ctx: Any) -> CallCentre:
     """Create the call-centre layer on ``ctx`` (idempotent); ``new_runner`` then uses it."""
-    centre = ctx.extras.get("callcentre")
+    centre = ctx.callcentre
     if centre is None:
         cc = getattr(ctx.settings, "callcentre", None) or CallCentreSettings()
         postcall = PostCall(
@@ -37,7 +37,7 @@ def install(ctx: Any) -> CallCentre:
             retry_base_s=cc.post_call_retry_base_s,
         )
         centre = CallCentre(ctx, cc.agents, CallControl.from_settings(ctx.settings), postcall)
-        ctx.extras["callcentre"] = centre
+        ctx.callcentre = centre
     return centre
 
 
@@ -59,6 +59,6 @@ async def start(ctx: Any) -> None:
 
 
 async def stop(ctx: Any) -> None:
-    centre = ctx.extras.get("callcentre")
+    centre = ctx.callcentre
     if centre is not None:
         await centre.postcall.aclose()

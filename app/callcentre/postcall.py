@@ -135,7 +135,7 @@ class PostCall:
 
     def deliveries(self) -> Deliveries:
         if self._deliveries is None:
-            store = self.ctx.extras.get("store")
+            store = self.ctx.store
             self._deliveries = DbDeliveries(store.db) if store is not None else MemoryDeliveries()
         return self._deliveries
 
@@ -163,7 +163,7 @@ class PostCall:
                     await self._wake.wait()
 
     async def process(self, job: Job) -> Outcome | None:
-        if not self.url and self.ctx.extras.get("store") is None:
+        if not self.url and self.ctx.store is None:
             return None  # nowhere to keep it: spare the model the request
         outcome = await extract(
             self.ctx.providers.llm, job.transcript, job.end_reason, job.transfer_result
@@ -180,10 +180,10 @@ class PostCall:
         return outcome
 
     async def _store_outcome(self, call_id: str, outcome: Outcome) -> None:
-        store = self.ctx.extras.get("store")
+        store = self.ctx.store
         if store is None:
             return
-        writer = self.ctx.extras.get("call_records")
+        writer = self.ctx.call_records
         if writer is not None:  # the call row is written by the record writer: let it land
             await writer.flush(wait_s=5.0)
         ok = await store.calls.set_outcome(call_id, outcome.outcome, outcome.summary, self.clock())

@@ -66,7 +66,7 @@ class RecordingCallback:
         return self.auth.refusal(request, self.auth.url(request), params)
 
     async def _store(self, call_sid: str, url: str) -> bool:
-        store = self.ctx.extras.get("store")
+        store = self.ctx.store
         if store is None:
             return True
         from app.store.schema import calls

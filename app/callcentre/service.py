@@ -1,7 +1,7 @@
 """The call-centre layer of one process: builds each call's runner from its agent profile and
 carries out the tools (transfer, keypad fields, keys out) through Twilio's REST API.
 
-Put in ``ctx.extras["callcentre"]`` by ``app.callcentre.start``; ``AppContext.new_runner``
+Put in ``ctx.callcentre`` by ``app.callcentre.start``; ``AppContext.new_runner``
 hands every call to it.
 """
 
@@ -13,7 +13,6 @@ from typing import Any
 
 from app.agents.build import script_for, with_voice
 from app.agents.config import AgentBook
-from app.callcentre import twiml
 from app.callcentre.call import (
     CallFeatures,
     CentreRunner,
@@ -27,13 +26,13 @@ from app.callcentre.rest import CallControl, CallControlError
 from app.campaigns.tools import SET_OUTCOME, apply_outcome
 from app.core.providers import CallInfo, Message, ToolCall
 from app.logs import event, get_logger, mask_phone
+from telephony import paths
 from telephony.security import StreamTokens, stream_url
+from twiml import voice as twiml
 
 log = get_logger(__name__)
 
-RECORDING_PATH = "/twilio/recording"
-MEDIA_PATH = "/twilio/media"  # the Twilio transport's stream route
-VOICE_PATH = "/twilio/voice"
+RECORDING_PATH, MEDIA_PATH, VOICE_PATH = paths.RECORDING, paths.MEDIA, paths.VOICE
 SORRY = "Sorry, nobody could take your call right now. Please call again later. Goodbye."
 
 
@@ -123,7 +122,7 @@ class CallCentre:
         }
 
     async def _tool_outcome(self, call: CallInfo, tool: ToolCall) -> None:
-        store = self.ctx.extras.get("store")
+        store = self.ctx.store
         if store is None:
             event(log, "outcome_not_stored", reason="no store")
             return
@@ -253,7 +252,7 @@ class CallCentre:
             await self.control.dial(t.number, ours, twiml.conference_brief(room, brief),
                                     t.ring_timeout_s)  # fmt: skip
         except CallControlError:
-            await self.control.redirect(call.call_id, twiml.apology(SORRY))
+            await self.control.redirect(call.call_id, twiml.say_and_hang_up(SORRY))
             raise
 
     # ------------------------------------------------------------ recording

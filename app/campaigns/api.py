@@ -58,10 +58,10 @@ def routes(ctx: Any) -> list[BaseRoute]:
         )
 
     def store() -> Any:
-        return ctx.extras.get("store")
+        return ctx.store
 
     def now() -> float:
-        service = ctx.extras.get("outbound")
+        service = ctx.outbound
         if service is not None:
             return service.clock.now()
         import time
@@ -200,7 +200,7 @@ def routes(ctx: Any) -> list[BaseRoute]:
         from app.outbound.dialer import DialError
         from app.outbound.service import DialRefused
 
-        service = ctx.extras.get("outbound")
+        service = ctx.outbound
         if service is None:
             return JSONResponse({"error": "outbound calling not configured"}, status_code=503)
         data = await body(request)
@@ -235,6 +235,6 @@ def routes(ctx: Any) -> list[BaseRoute]:
 
 
 def _wake(ctx: Any) -> None:
-    supervisor = ctx.extras.get("campaigns")
+    supervisor = ctx.campaigns
     if supervisor is not None:
         supervisor.wake()

@@ -4,9 +4,9 @@ The session (``app.core.session``) is a state machine: ``handle(event, now) -> [
 never awaits and never reads the clock. The runner (``app.runtime.runner``) turns actions into
 I/O and I/O back into events.
 
-Interruption behaviour is decided by type: ``PlayAudio``/``PlayMark``/``Speak`` belong to one
-agent turn and are dropped on barge-in; ``Clear``, ``CancelLlm``, ``CancelSpeech``, ``EndCall``
-and ``Emit`` always go through.
+On a barge-in the session itself stops the agent's turn: it emits ``Clear`` and cancels the
+model and the speech of that turn (``CancelLlm``, ``CancelSpeech``); the runner carries out
+every action it is given, in order.
 """
 
 from __future__ import annotations

@@ -98,9 +98,6 @@ class Playback:
                 return utt
         return None
 
-    def utterances(self) -> list[Utterance]:
-        return list(self._queue)
-
     def audio(self, utt: Utterance, chunk: AudioChunk, now: float) -> bool:
         """Synthesised audio for ``utt``. True: send it now; False: held while paused."""
         utt.chunks.append(chunk)

@@ -100,12 +100,6 @@ class VoiceActivity:
                 events.append(event)
         return events
 
-    def reset(self) -> None:
-        """Forget any speech in progress (e.g. after the turn was taken)."""
-        self._speaking = False
-        self._voiced_run = 0.0
-        self._silence_ms = 0.0
-
     def _step(self, voiced: bool) -> VadEvent | None:
         frame_start = self._position_ms
         self._position_ms += self.frame_ms

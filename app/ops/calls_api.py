@@ -166,7 +166,7 @@ def routes(ctx: Any) -> list[BaseRoute]:
                             headers={"WWW-Authenticate": "Bearer"})
 
     def store() -> Any | None:
-        return ctx.extras.get("store")
+        return ctx.store
 
     def no_store() -> JSONResponse:
         return JSONResponse({"error": "call records are not enabled"}, status_code=503)

@@ -24,12 +24,13 @@ from twilio.rest import Client
 from app.config import ConfigError, Settings
 from app.logs import event, get_logger, mask_phone, register_secret
 from app.transports.twilio import FALLBACK_PATH, VOICE_PATH
+from telephony import paths
 from telephony.rest import rest_client
 
 log = get_logger(__name__)
 
 # The status callback route is served by app.outbound.routes.
-STATUS_PATH = "/twilio/status"
+STATUS_PATH = paths.STATUS
 HTTP_TIMEOUT_S = 15.0
 
 

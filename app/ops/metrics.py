@@ -217,11 +217,11 @@ def is_private(host: str | None) -> bool:
 
 def install(ctx: Any) -> Metrics:
     """The context's metrics, created and registered as a call observer on first use."""
-    metrics = ctx.extras.get("metrics")
+    metrics = ctx.metrics
     if metrics is None:
-        price = ctx.extras.get("pricer") or pricing.pricer(pricing.rates_from(ctx.settings.ops))
+        price = ctx.pricer or pricing.pricer(pricing.rates_from(ctx.settings.ops))
         metrics = Metrics(ctx.calls, pricer=price)
-        ctx.extras["metrics"] = metrics
+        ctx.metrics = metrics
         ctx.observers.append(metrics)
     return metrics
 

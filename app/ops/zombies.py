@@ -74,7 +74,7 @@ class ZombieSweeper:
             self._task = asyncio.get_running_loop().create_task(self._run(), name="zombie-sweep")
 
     async def tick(self) -> list[str]:
-        store = self.ctx.extras.get("store")
+        store = self.ctx.store
         if store is None:
             return []
         live = [c.call_id for c in self.ctx.calls.calls()]
@@ -90,7 +90,7 @@ class ZombieSweeper:
         # The first sweep runs as soon as the store is open (start-up), then every interval.
         while True:
             delay = self.interval_s
-            if self.ctx.extras.get("store") is None:
+            if self.ctx.store is None:
                 delay = min(1.0, self.interval_s)
             else:
                 try:
@@ -110,12 +110,12 @@ class ZombieSweeper:
 async def start(ctx: Any) -> ZombieSweeper:
     """Server start-up: sweep now (once the store is open) and every interval after."""
     sweeper = ZombieSweeper(ctx, ctx.settings.ops.zombie_sweep_interval_s)
-    ctx.extras["zombie_sweeper"] = sweeper
+    ctx.zombie_sweeper = sweeper
     sweeper.start()
     return sweeper
 
 
 async def stop(ctx: Any) -> None:
-    sweeper = ctx.extras.pop("zombie_sweeper", None)
+    sweeper, ctx.zombie_sweeper = ctx.zombie_sweeper, None
     if sweeper is not None:
         await sweeper.aclose()

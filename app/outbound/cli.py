@@ -14,7 +14,8 @@ import sys
 from collections.abc import AsyncIterator
 from typing import Any
 
-from app.config import ConfigError, Settings
+from app.agents import load_settings
+from app.config import ConfigError
 from app.logs import configure
 from app.outbound.dialer import DialError, TwilioDialer
 from app.outbound.service import DialRefused, OutboundService
@@ -58,7 +59,7 @@ def _run(coro: Any) -> int:
 @contextlib.asynccontextmanager
 async def outbound(need_twilio: bool = True) -> AsyncIterator[OutboundService]:
     """Settings, store and (if configured) the Twilio client, for one command."""
-    settings = Settings.from_env()
+    settings = load_settings()
     configure("warning" if settings.server.log_level == "info" else settings.server.log_level,
               human=True)
     tw = settings.twilio

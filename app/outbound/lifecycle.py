@@ -1,8 +1,8 @@
 """Start-up and shutdown of outbound calling in the server.
 
 ``start(ctx)`` (after ``app.store.start``) puts the ``OutboundService`` in
-``ctx.extras["outbound"]`` and, with ``CAMPAIGN_DIALER`` on and Twilio configured, a campaign
-supervisor in ``ctx.extras["campaigns"]`` that dials every running campaign. ``stop(ctx)``
+``ctx.outbound`` and, with ``CAMPAIGN_DIALER`` on and Twilio configured, a campaign
+supervisor in ``ctx.campaigns`` that dials every running campaign. ``stop(ctx)``
 stops dialling first: calls already placed finish on their own.
 """
 
@@ -19,7 +19,7 @@ log = get_logger(__name__)
 
 
 async def start(ctx: Any) -> OutboundService | None:
-    store = ctx.extras.get("store")
+    store = ctx.store
     if store is None:
         event(log, "outbound_disabled", level=30, reason="no store")
         return None
@@ -29,20 +29,20 @@ async def start(ctx: Any) -> OutboundService | None:
     if tw.account_sid and tw.auth_token:
         dialer = TwilioDialer(tw.account_sid, tw.auth_token, api_base_url=tw.api_base_url)
     service = OutboundService(settings, store, dialer)
-    ctx.extras["outbound"] = service
+    ctx.outbound = service
     if dialer is not None and settings.outbound.campaign_dialer:
         supervisor = CampaignSupervisor(service)
         supervisor.start()
-        ctx.extras["campaigns"] = supervisor
+        ctx.campaigns = supervisor
     event(
         log, "outbound_ready", dialer=dialer is not None,
-        campaign_dialer="campaigns" in ctx.extras,
+        campaign_dialer=ctx.campaigns is not None,
     )
     return service
 
 
 async def stop(ctx: Any) -> None:
-    supervisor = ctx.extras.pop("campaigns", None)
+    supervisor, ctx.campaigns = ctx.campaigns, None
     if supervisor is not None:
         await supervisor.stop()
-    ctx.extras.pop("outbound", None)
+    ctx.outbound = None

@@ -15,6 +15,7 @@ from starlette.routing import BaseRoute, Route
 
 from app.logs import bind_call, event, get_logger
 from app.transports.twilio_auth import TwilioAuth
+from telephony import paths
 
 log = get_logger(__name__)
 
@@ -44,7 +45,7 @@ def routes(ctx: object) -> list[BaseRoute]:
         return dict(items)
 
     async def _handle(request: Request, name: str) -> Response:
-        service = ctx.extras.get("outbound")  # type: ignore[attr-defined]
+        service = ctx.outbound  # type: ignore[attr-defined]
         if service is None:
             return Response("not ready", status_code=503)
         form = await _verified_form(request, name)
@@ -72,6 +73,6 @@ def routes(ctx: object) -> list[BaseRoute]:
         return await _handle(request, "amd")
 
     return [
-        Route("/twilio/status", status, methods=["POST"]),
-        Route("/twilio/amd", amd, methods=["POST"]),
+        Route(paths.STATUS, status, methods=["POST"]),
+        Route(paths.AMD, amd, methods=["POST"]),
     ]

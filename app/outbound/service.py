@@ -18,7 +18,6 @@ from typing import Any
 from urllib.parse import urlencode
 
 import sqlalchemy as sa
-from twilio.twiml.voice_response import VoiceResponse
 
 from app.config import Settings
 from app.logs import bind_call, event, get_logger, mask_phone
@@ -30,6 +29,8 @@ from app.store import Store
 from app.store import calls as call_rows
 from app.store.campaigns import apply_result
 from app.store.schema import dial_attempts
+from telephony import paths
+from twiml.voice import say_and_hang_up
 
 log = get_logger(__name__)
 
@@ -105,9 +106,9 @@ class OutboundService:
             raise DialRefused("PUBLIC_URL is not set: Twilio could not reach our webhooks")
         query = f"?{urlencode({'attempt': attempt_id})}" if attempt_id is not None else ""
         return (
-            f"{base}/twilio/voice",
-            f"{base}/twilio/status{query}",
-            f"{base}/twilio/amd{query}",
+            f"{base}{paths.VOICE}",
+            f"{base}{paths.STATUS}{query}",
+            f"{base}{paths.AMD}{query}",
         )
 
     def account_key(self) -> str:
@@ -314,10 +315,7 @@ class OutboundService:
     def voicemail_twiml(self) -> str:
         # With DetectMessageEnd the machine_end_* result comes after the greeting's beep or
         # silence, so the message is recorded whole.
-        response = VoiceResponse()
-        response.say(self.out.voicemail_message)
-        response.hangup()
-        return str(response)
+        return say_and_hang_up(self.out.voicemail_message)
 
     async def reconcile(self, sid: str) -> call_rows.StatusUpdate:
         """Ask Twilio how a call we lost track of ended, and apply it like a callback."""

@@ -10,11 +10,20 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from app.config import Settings
 from app.core.providers import CallInfo, LanguageModel, SpeechToText, TextToSpeech
 from app.logs import event, get_logger
+
+if TYPE_CHECKING:  # the features' types, for annotations only: runtime imports no feature
+    from app.callcentre import CallCentre
+    from app.campaigns.engine import CampaignSupervisor
+    from app.ops.metrics import Metrics, Pricer
+    from app.ops.zombies import ZombieSweeper
+    from app.outbound.service import OutboundService
+    from app.store import CallRecordObserver, Store
+    from app.transports.webrtc import WebRtcManager
 
 log = get_logger(__name__)
 
@@ -105,13 +114,21 @@ class AppContext:
         self.observers: list[CallObserver] = list(observers or [])
         self.calls = CallRegistry(settings.server.max_concurrent_calls)
         self.clock = clock
-        # Filled by features as they start (call-record store, metrics, dialer ...).
-        self.extras: dict[str, Any] = {}
+        # What features add as the server starts; None until then (and in tests without it).
+        self.store: Store | None = None  # call records and campaigns
+        self.call_records: CallRecordObserver | None = None  # writes each call's records
+        self.metrics: Metrics | None = None
+        self.pricer: Pricer | None = None  # prices a call's usage (default: OpsSettings rates)
+        self.callcentre: CallCentre | None = None  # agent profiles, tools, post-call
+        self.webrtc: WebRtcManager | None = None
+        self.outbound: OutboundService | None = None
+        self.campaigns: CampaignSupervisor | None = None  # dials running campaigns
+        self.zombie_sweeper: ZombieSweeper | None = None
 
     def new_runner(self, call: CallInfo, sink: Any) -> Any:
         from app.runtime.runner import CallRunner
 
-        centre = self.extras.get("callcentre")  # agent profiles and tools (app.callcentre)
+        centre = self.callcentre  # agent profiles and tools (app.callcentre)
         if centre is not None:
             return centre.new_runner(call, sink)
         return CallRunner(

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from telephony import paths
+
 # Twilio's documented test numbers: valid, never a real person.
 DEFAULT_FROM = "+15005550006"
 DEFAULT_TO = "+15005550001"
@@ -69,7 +71,7 @@ class CallOptions:
     account_sid: str = "AC" + "0" * 32
     from_number: str = DEFAULT_FROM
     to_number: str = DEFAULT_TO
-    webhook_path: str = "/twilio/voice"
+    webhook_path: str = paths.VOICE
     connect_timeout: float = 10.0
     greeting_timeout: float = 15.0  # start -> first agent audio
     reply_timeout: float = 20.0  # speech end -> first agent audio

@@ -1,7 +1,7 @@
 """The storage layer: call records and campaigns, SQLite by default, PostgreSQL by URL.
 
 ``Store`` bundles the pieces; ``start(ctx)``/``stop(ctx)`` open it with the server and put it in
-``ctx.extras["store"]`` with the call-record observer in ``ctx.extras["call_records"]``.
+``ctx.store`` with the call-record observer in ``ctx.call_records``.
 """
 
 from __future__ import annotations
@@ -56,17 +56,17 @@ async def start(ctx: Any) -> Store:
     observer = CallRecordObserver(store.db)
     observer.start()
     ctx.observers.append(observer)
-    ctx.extras["store"] = store
-    ctx.extras["call_records"] = observer
+    ctx.store = store
+    ctx.call_records = observer
     return store
 
 
 async def stop(ctx: Any) -> None:
-    observer = ctx.extras.pop("call_records", None)
+    observer, ctx.call_records = ctx.call_records, None
     if observer is not None:
         await observer.aclose()
         if observer in ctx.observers:
             ctx.observers.remove(observer)
-    store = ctx.extras.pop("store", None)
+    store, ctx.store = ctx.store, None
     if store is not None:
         await store.close()

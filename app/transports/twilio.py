@@ -32,6 +32,7 @@ from app.core.providers import CallInfo
 from app.logs import bind_call, call_id_var, event, get_logger, mask_phone, register_secret
 from app.runtime.context import AppContext
 from app.transports.twilio_auth import TwilioAuth
+from telephony import paths
 from telephony.media_stream import (
     Dtmf,
     Mark,
@@ -48,10 +49,9 @@ from twiml.voice import connect_stream, reject_busy
 
 log = get_logger(__name__)
 
-VOICE_PATH = "/twilio/voice"
-MEDIA_PATH = "/twilio/media"
+VOICE_PATH, MEDIA_PATH = paths.VOICE, paths.MEDIA
 # The number's "primary handler fails" URL: Twilio asks it when /twilio/voice errs or times out.
-FALLBACK_PATH = "/twilio/fallback"
+FALLBACK_PATH = paths.FALLBACK
 FALLBACK_MESSAGE = "Sorry, we cannot take your call right now. Please try again in a few minutes."
 MAX_WEBHOOK_BYTES = 64 * 1024  # Twilio's voice webhook is a few hundred bytes of form fields
 START_TIMEOUT_S = 10.0  # Twilio sends connected+start at once; a silent socket is not Twilio
@@ -216,7 +216,7 @@ class TwilioEdge:
                 caller=caller,
                 callee=callee,
             )
-            if (metrics := self.ctx.extras.get("metrics")) is not None:
+            if (metrics := self.ctx.metrics) is not None:
                 metrics.rejected("twilio", "draining" if self.ctx.calls.draining else "full")
             return _xml(reject_busy(BUSY_MESSAGE, self.ctx.settings.ops.overflow_number))
         parameters = {
@@ -227,7 +227,7 @@ class TwilioEdge:
             "to": call.to_number or "",
         }
         event(log, "twilio_call_answered", direction=call.direction, caller=caller, callee=callee)
-        if (records := self.ctx.extras.get("call_records")) is not None:
+        if (records := self.ctx.call_records) is not None:
             records.open_call(call)  # the call's record exists from the webhook on
         return _xml(connect_stream(ws_url_for(url, MEDIA_PATH), parameters))
 
@@ -352,7 +352,7 @@ class _StreamSession:
         """Who the agent is for this call and what it knows: an explicit agent parameter, and
         for an outbound call we placed, its prompt, variables and campaign from the store."""
         variables: dict[str, str] = {}
-        store = self.ctx.extras.get("store")
+        store = self.ctx.store
         if call.direction == "outbound" and store is not None:
             try:
                 placed = await store.call_context(call.call_id)

@@ -358,7 +358,7 @@ class WebRtcManager:
         if not cap:
             return
         midnight = time.time() // 86_400 * 86_400  # UTC day
-        store = self.ctx.extras.get("store")
+        store = self.ctx.store
         if store is not None:
             try:
                 used = await store.calls.count_since("webrtc", midnight)
@@ -426,7 +426,7 @@ def _page(name: str, media_type: str) -> Any:
 
 def routes(ctx: AppContext) -> list[BaseRoute]:
     manager = WebRtcManager(ctx, ctx.settings.webrtc)
-    ctx.extras["webrtc"] = manager
+    ctx.webrtc = manager
     ctx.observers.append(CaptionsObserver(manager))
     return [
         Route("/", _page("index.html", "text/html; charset=utf-8"), methods=["GET"]),
@@ -439,6 +439,6 @@ def routes(ctx: AppContext) -> list[BaseRoute]:
 
 async def aclose(ctx: AppContext) -> None:
     """Server shutdown: close every web call still open (after the drain had its chance)."""
-    manager = ctx.extras.get("webrtc")
+    manager = ctx.webrtc
     if isinstance(manager, WebRtcManager):
         await manager.aclose()

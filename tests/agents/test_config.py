@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from app.agents import load_settings
 from app.agents.build import script_for
 from app.agents.config import AgentConfigError, load_agents, parse_agents
 from app.agents.locate import key_lines
@@ -135,10 +136,10 @@ def test_settings_fail_on_a_bad_agents_file(tmp_path: Path) -> None:
     path = tmp_path / "agents.toml"
     path.write_text(GOOD.replace("endpointing.ms = 400", "endpointing.ms = -1"))
     with pytest.raises(ConfigError, match=r"agents\.toml, line 20: agents\.sales\.endpointing"):
-        Settings.from_env({"AGENTS_FILE": str(path)})
+        load_settings({"AGENTS_FILE": str(path)})
     missing = str(tmp_path / "nope.toml")
     with pytest.raises(ConfigError, match="nope.toml: cannot read"):
-        Settings.from_env({"AGENTS_FILE": missing})
+        load_settings({"AGENTS_FILE": missing})
 
 
 def test_serve_refuses_to_start_with_a_bad_agents_file(tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from app.agents import load_settings
 from app.config import Settings
 from app.core.audio import MULAW_8K, AudioChunk, AudioFormat
 from app.core.providers import CallInfo, LlmEvent, LlmRequest, TextDelta, ToolCall
@@ -113,7 +114,7 @@ def settings(tmp: Path, agents_toml: str, **env: str) -> Settings:
         "TWILIO_AUTH_TOKEN": TOKEN,
     }
     base.update(env)
-    return Settings.from_env(base)
+    return load_settings(base)
 
 
 def context(s: Settings, llm: Any) -> AppContext:

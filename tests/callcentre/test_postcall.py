@@ -49,7 +49,8 @@ class Receiver:
 @dataclass
 class Ctx:
     providers: Any
-    extras: dict[str, Any]
+    store: Any = None
+    call_records: Any = None
 
 
 @dataclass
@@ -83,7 +84,7 @@ async def test_delivered_exactly_once_with_a_valid_signature_after_two_failures(
     try:
         async with store.db.tx() as conn:
             await open_call(conn, store.db, call_id=CALL_SID, now=1.0)
-        ctx = Ctx(providers=type("P", (), {"llm": Scripted()})(), extras={"store": store})
+        ctx = Ctx(providers=type("P", (), {"llm": Scripted()})(), store=store)
         async with serve(receiver.app()) as base:
             postcall = PostCall(ctx, f"{base}/hook", SECRET, retry_base_s=0.05)
             postcall.start()
@@ -133,7 +134,7 @@ async def test_a_pending_delivery_survives_a_restart(tmp_path):
     receiver = Receiver(failures=1)
     store = await Store.open(f"sqlite:///{tmp_path / 'calls.db'}")
     try:
-        ctx = Ctx(providers=type("P", (), {"llm": Scripted()})(), extras={"store": store})
+        ctx = Ctx(providers=type("P", (), {"llm": Scripted()})(), store=store)
         async with serve(receiver.app()) as base:
             first = PostCall(ctx, f"{base}/hook", SECRET, retry_base_s=60.0)
             features, runner = booking_call()
@@ -157,7 +158,7 @@ async def test_a_refusing_receiver_is_not_hammered(tmp_path):
         return Response(status_code=400)
 
     seen: list[int] = []
-    ctx = Ctx(providers=type("P", (), {"llm": Scripted()})(), extras={})
+    ctx = Ctx(providers=type("P", (), {"llm": Scripted()})())
     async with serve(Starlette(routes=[Route("/hook", refuse, methods=["POST"])])) as base:
         postcall = PostCall(ctx, f"{base}/hook", SECRET, retry_base_s=0.01)
         features, runner = booking_call()

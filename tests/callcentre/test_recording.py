@@ -76,7 +76,7 @@ async def _scenario(fake, sock, public, store, recordings, tmp_path):  # type: i
     async with fake:
         s = settings(tmp_path, AGENTS, TWILIO_API_BASE_URL=fake.base_url, PUBLIC_URL=public)
         ctx = context(s, ReplyLlm([]))
-        ctx.extras["store"] = store
+        ctx.store = store
         async with store.db.tx() as conn:
             await open_call(conn, store.db, call_id=CALL_SID, now=1.0)
         app = Starlette(routes=callcentre.routes(ctx))

@@ -40,7 +40,7 @@ async def test_outbound_call_carries_its_prompt_variables_and_outcome(local_serv
     async with local_server(DATABASE_URL=f"sqlite:///{tmp_path}/calls.db") as srv:
         llm = Listening()
         srv.ctx.providers.llm = llm
-        store = srv.ctx.extras["store"]
+        store = srv.ctx.store
         async with store.db.tx() as conn:
             await record_outbound(
                 conn,
@@ -64,7 +64,7 @@ async def test_outbound_call_carries_its_prompt_variables_and_outcome(local_serv
             ),
         )
         assert result.connected and not result.violations
-        await srv.ctx.extras["call_records"].flush(wait_s=5.0)
+        await srv.ctx.call_records.flush(wait_s=5.0)
         row = await store.calls.get_call(sid)
     request = llm.requests[0]
     assert request.call is not None and request.call.direction == "outbound"

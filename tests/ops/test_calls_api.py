@@ -31,7 +31,7 @@ class Ctx:
     def __init__(self, store: object, token: str | None = None) -> None:
         self.settings = Settings(ops=OpsSettings(api_token=token))
         self.calls = CallRegistry(max_calls=4)
-        self.extras = {"store": store}
+        self.store = store
 
 
 @pytest.fixture

@@ -103,13 +103,14 @@ class _Ctx:
         self.settings = Settings(ops=OpsSettings(metrics_token=token))
         self.calls = CallRegistry(max_calls=5)
         self.observers: list = []
-        self.extras: dict = {}
+        self.metrics = None
+        self.pricer = None
 
 
 async def test_endpoint_requires_the_bearer_token_when_set() -> None:
     ctx = _Ctx("metrics-secret-123")
     app = Starlette(routes=ops_metrics.routes(ctx))
-    assert ctx.observers == [ctx.extras["metrics"]]  # installed as a call observer
+    assert ctx.observers == [ctx.metrics]  # installed as a call observer
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
         assert (await client.get("/metrics")).status_code == 401

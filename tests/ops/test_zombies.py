@@ -30,7 +30,8 @@ class Ctx:
     def __init__(self, store) -> None:
         self.settings = Settings(ops=OpsSettings(zombie_sweep_interval_s=60))
         self.calls = CallRegistry(max_calls=4)
-        self.extras = {"store": store}
+        self.store = store
+        self.zombie_sweeper = None
 
 
 async def test_only_abandoned_sessions_are_closed(tmp_path: Path) -> None:
@@ -85,16 +86,16 @@ async def test_the_periodic_task_waits_for_the_store_and_stops_cleanly(tmp_path:
         crashed = CallInfo("web-x", "webrtc")
         await started(store, crashed, 10.0)  # long ago
         ctx = Ctx(None)
-        ctx.extras = {}
+        ctx.store = None
         ctx.settings = Settings(ops=OpsSettings(zombie_sweep_interval_s=1))
         sweeper = await zombies.start(ctx)
-        ctx.extras["store"] = store  # the store opens after the sweeper started
+        ctx.store = store  # the store opens after the sweeper started
         for _ in range(100):
             if sweeper.closed_total:
                 break
             await asyncio.sleep(0.05)
         assert sweeper.closed_total == 1
         await zombies.stop(ctx)
-        assert "zombie_sweeper" not in ctx.extras
+        assert ctx.zombie_sweeper is None
     finally:
         await store.close()

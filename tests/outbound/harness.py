@@ -69,7 +69,7 @@ async def outbound_stack(
             )
             service = OutboundService(settings, store, dialer, clock)
             ctx = AppContext(settings, providers=None, phrases=None)  # type: ignore[arg-type]
-            ctx.extras.update(outbound=service, store=store)
+            ctx.outbound, ctx.store = service, store
             app = Starlette(routes=outbound_routes(ctx) + campaign_routes(ctx))
             async with serve(app, sock=sock) as base_url:
                 yield Stack(twilio, store, service, settings, ctx, base_url)

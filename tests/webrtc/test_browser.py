@@ -96,7 +96,7 @@ async def test_call_button_reaches_the_agent_and_shows_its_reply(loopback_ice, t
 
             await page.click("#hangup")
             await expect(page.locator("#status")).to_have_text("Call ended.")
-            manager = srv.ctx.extras["webrtc"]
+            manager = srv.ctx.webrtc
             await expect(page.locator("#call")).to_be_enabled()
             async with asyncio.timeout(10):
                 while manager.calls or len(ctx.calls):  # noqa: ASYNC110 - server state, no event

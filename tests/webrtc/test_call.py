@@ -27,7 +27,7 @@ def speech(text: str) -> bytes:
 
 
 async def live_call(srv, caller: CallerPeer) -> WebCall:
-    manager: WebRtcManager = srv.ctx.extras["webrtc"]
+    manager: WebRtcManager = srv.ctx.webrtc
 
     def started() -> bool:
         web_call = manager.calls.get(caller.call_id)
@@ -87,7 +87,7 @@ async def test_two_caller_lines_get_the_agents_replies(loopback_ice) -> None:
 
             # The caller hangs up: the call ends and is unregistered.
             caller.hang_up()
-            await caller.wait_until(lambda: not ctx.calls and not srv.ctx.extras["webrtc"].calls)
+            await caller.wait_until(lambda: not ctx.calls and not srv.ctx.webrtc.calls)
             assert runner.ended and runner.end_reason == "caller hung up"
         finally:
             await caller.close()

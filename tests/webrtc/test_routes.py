@@ -64,7 +64,7 @@ async def test_an_offer_is_answered_with_gathered_candidates(server_factory, loo
             assert answer["call_id"].startswith("web-")
             assert "a=candidate:" in answer["sdp"] and "127.0.0.1" in answer["sdp"]
             assert "opus/48000/2" in answer["sdp"]
-            manager: WebRtcManager = srv.ctx.extras["webrtc"]
+            manager: WebRtcManager = srv.ctx.webrtc
             assert list(manager.calls) == [answer["call_id"]]
             # The same token cannot open a second call.
             again = await http.post("/webrtc/offer", json=body(sdp, token))
@@ -87,7 +87,7 @@ async def test_unconnected_peer_is_dropped_after_the_connect_timeout(
             token = (await http.post("/webrtc/session")).json()["token"]
             resp = await http.post("/webrtc/offer", json=body(sdp, token))
             assert resp.status_code == 200
-            manager: WebRtcManager = srv.ctx.extras["webrtc"]
+            manager: WebRtcManager = srv.ctx.webrtc
             assert len(manager.calls) == 1
             for _ in range(40):
                 if not manager.calls:
@@ -125,7 +125,7 @@ async def test_bad_requests_get_clear_4xx_never_500(server_factory) -> None:
                 "/webrtc/offer", json={"sdp": broken, "type": "offer", "token": token}
             )
             assert (resp.status_code, resp.json()["error"]) == (400, "bad_sdp")
-        assert srv.ctx.extras["webrtc"].calls == {}
+        assert srv.ctx.webrtc.calls == {}
 
 
 async def test_expired_token_gets_401(server_factory) -> None:
