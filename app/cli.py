@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 from app import doctor
 from app import main as serve_cmd
+from app.campaigns import cli as campaigns_cli
 from app.logs import configure
 from app.ops import configure_number
 from app.outbound import cli as outbound_cli
@@ -36,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     configure_number.register(sub)
     call_cli.register(sub)
     outbound_cli.register(sub)
+    campaigns_cli.register(sub)
     return parser
 
 

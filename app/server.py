@@ -17,11 +17,11 @@ from starlette.routing import BaseRoute, Route
 
 from app import callcentre, store
 from app.campaigns import api as campaigns_api
+from app.campaigns import lifecycle as outbound
 from app.campaigns.api import CAMPAIGNS_PATH
 from app.campaigns.api import MAX_BODY as CAMPAIGNS_MAX_BODY
 from app.logs import event, get_logger
 from app.ops import calls_api, metrics, zombies
-from app.outbound import lifecycle as outbound
 from app.outbound import routes as outbound_routes
 from app.runtime.context import AppContext
 from app.transports import twilio, webrtc

@@ -22,6 +22,7 @@ from typing import Any
 from app.campaigns import policy
 from app.logs import event, get_logger, mask_phone
 from app.outbound.dialer import DialError
+from app.outbound.retry import retry_at
 from app.outbound.service import DialRefused, OutboundService, pacing_interval
 from app.store.campaigns import ClaimedContact
 
@@ -69,7 +70,9 @@ class CampaignEngine:
                 if now - self._last_reconcile >= self.reconcile_every_s:
                     self._last_reconcile = now
                     await self.reconcile(now)
-                claim = await self.store.claim(self.campaign_id, instance=self.instance, now=now)
+                claim = await self.store.claim(
+                    self.campaign_id, instance=self.instance, now=now, next_open=policy.next_open
+                )
                 if claim.campaign_status != "running":
                     return claim.campaign_status
                 if claim.contact is not None:
@@ -158,7 +161,8 @@ class CampaignEngine:
             await store.release(contact, now=now, retry_at=now)
         elif exc.kind == "number":
             await store.dial_failed(
-                contact, result="failed", error=exc.label, now=now, permanent=True
+                contact, result="failed", error=exc.label, now=now, permanent=True,
+                retry_rule=retry_at,
             )
         elif exc.kind == "config":
             await self._stop_for_config(contact, exc.label)
@@ -168,7 +172,8 @@ class CampaignEngine:
             await store.note_attempt_error(contact, error=exc.label)
         else:
             await store.dial_failed(
-                contact, result="failed", error=exc.label, now=now, permanent=False
+                contact, result="failed", error=exc.label, now=now, permanent=False,
+                retry_rule=retry_at,
             )
 
     async def _stop_for_config(self, contact: ClaimedContact, reason: str) -> None:
@@ -202,7 +207,7 @@ class CampaignEngine:
             )
             await self.store.dial_failed(
                 contact, result="failed", error="lost before dialling", now=now,
-                permanent=False,
+                permanent=False, retry_rule=retry_at,
             )
             settled += 1
         if settled:

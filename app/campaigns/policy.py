@@ -13,8 +13,6 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import phonenumbers
 from phonenumbers import timezone as pn_timezone
 
-from app.outbound.status import RETRYABLE_RESULTS
-
 DEFAULT_HOURS = (9 * 60, 20 * 60)  # 09:00-20:00 local, in minutes after midnight
 _UNKNOWN_TZ = "Etc/Unknown"
 
@@ -70,20 +68,6 @@ def next_open(
         if within_hours(at, zones, start_min, end_min):
             return at
     return None
-
-
-def retry_at(
-    result: str, attempts: int, max_attempts: int, base_s: float, now: float
-) -> float | None:
-    """When to try again after ``result`` on attempt number ``attempts``; None: stop.
-
-    Busy, no-answer and failed are retried with exponential backoff (base, 2x, 4x, capped at a
-    day); an answered call, a voicemail or a cancelled call is final.
-    """
-    if result not in RETRYABLE_RESULTS or attempts >= max_attempts:
-        return None
-    delay = min(base_s * (2 ** max(0, attempts - 1)), 86_400.0)
-    return now + delay
 
 
 def throttle_backoff(consecutive: int, base_s: float = 1.0, cap_s: float = 60.0) -> float:

@@ -1,4 +1,4 @@
-"""``voice-agent dial`` and the ``campaign``/``dnc`` command groups.
+"""``voice-agent dial``, and what the ``campaign``/``dnc`` commands share with it.
 
 Each command opens the store and (when it dials) the Twilio client from the same settings as
 the server. Dialling from the command line is safe while servers dial too: pacing and claims
@@ -31,9 +31,6 @@ def register(sub: Any) -> None:
     dial.add_argument("--from", dest="from_number", help="caller id (default OUTBOUND_FROM_NUMBER)")
     dial.set_defaults(func=lambda args: _run(_dial(args)))
 
-    from app.campaigns.cli import register as register_campaigns
-
-    register_campaigns(sub)
 
 
 def parse_vars(pairs: list[str]) -> dict[str, str]:

@@ -21,15 +21,15 @@ import sqlalchemy as sa
 
 from app.config import Settings
 from app.logs import bind_call, event, get_logger, mask_phone
-from app.outbound import status as call_status
 from app.outbound.clock import Clock, SystemClock
 from app.outbound.dialer import DialError, TwilioDialer
 from app.outbound.numbers import NumberRefused, normalise
+from app.outbound.retry import retry_at
 from app.store import Store
 from app.store import calls as call_rows
 from app.store.campaigns import apply_result
 from app.store.schema import dial_attempts
-from telephony import paths
+from telephony import call_status, paths
 from twiml.voice import say_and_hang_up
 
 log = get_logger(__name__)
@@ -268,6 +268,7 @@ class OutboundService:
                         duration_s=row["duration_s"],
                         outcome=row["outcome"]
                         or ("voicemail" if row["amd_action"] == "voicemail" else None),
+                        retry_rule=retry_at,
                     )
             event(
                 log, "call_status", status=status, applied=update.applied, seq=seq,

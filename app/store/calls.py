@@ -15,9 +15,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from app.outbound import status as call_status
 from app.store.db import Database
 from app.store.schema import call_events, call_transcript, call_turns, calls
+from telephony import call_status
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,14 +10,13 @@ write lock from BEGIN (see ``app.store.db``), which gives the same guarantees.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from app.campaigns import policy
 from app.store.db import Database
 from app.store.schema import campaign_contacts, campaigns, dial_attempts, dial_pacing, do_not_call
 
@@ -34,6 +33,14 @@ class CampaignStateError(ValueError):
     """A command that does not apply in the campaign's current state."""
 
 
+# The campaign rules the store applies inside its transactions, passed in by the feature that
+# owns them (app.campaigns.policy): the store knows tables, not calling hours or retry policy.
+# next_open(now, time zones, start min, end min) -> when a window opens (None: never)
+NextOpen = Callable[[float, Sequence[str], int, int], float | None]
+# retry_rule(result, attempt, max attempts, retry base s, now) -> when to try again (None: done)
+RetryRule = Callable[[str, int, int, float, float], float | None]
+
+
 @dataclass(frozen=True, slots=True)
 class NewContact:
     line: int
@@ -48,8 +55,8 @@ class CampaignSettings:
     max_concurrent: int = 5
     max_attempts: int = 3
     retry_base_s: float = 900.0
-    hours_start_min: int = policy.DEFAULT_HOURS[0]
-    hours_end_min: int = policy.DEFAULT_HOURS[1]
+    hours_start_min: int = 9 * 60  # 09:00 in the callee's time
+    hours_end_min: int = 20 * 60  # 20:00
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,7 +214,9 @@ class CampaignStore:
 
     # ----------------------------------------------------------------- claiming
 
-    async def claim(self, campaign_id: str, *, instance: str, now: float) -> Claim:
+    async def claim(
+        self, campaign_id: str, *, instance: str, now: float, next_open: NextOpen
+    ) -> Claim:
         """Claim the next due contact for dialling, if the campaign runs and has room."""
         async with self.db.tx() as conn:
             camp = (
@@ -255,9 +264,7 @@ class CampaignStore:
                     pending -= 1
                     continue
                 zones = _zones(c["timezones"])
-                opens = policy.next_open(
-                    now, zones, camp["hours_start_min"], camp["hours_end_min"]
-                )
+                opens = next_open(now, zones, camp["hours_start_min"], camp["hours_end_min"])
                 if opens is None:
                     await _update_contact(
                         conn, c["id"], now, status="failed", last_error="no calling window"
@@ -350,7 +357,8 @@ class CampaignStore:
             )
 
     async def dial_failed(
-        self, contact: ClaimedContact, *, result: str, error: str, now: float, permanent: bool
+        self, contact: ClaimedContact, *, result: str, error: str, now: float, permanent: bool,
+        retry_rule: RetryRule,
     ) -> None:
         """``calls.create`` was refused: a permanent refusal (invalid number, geo permission)
         ends the contact; anything else counts as a failed attempt and may be retried."""
@@ -368,6 +376,7 @@ class CampaignStore:
                 now=now,
                 error=error,
                 final=permanent,
+                retry_rule=retry_rule,
             )
 
     async def note_attempt_error(self, contact: ClaimedContact, *, error: str) -> None:
@@ -574,6 +583,7 @@ async def apply_result(
     outcome: str | None = None,
     error: str | None = None,
     final: bool = False,
+    retry_rule: RetryRule,
 ) -> bool:
     """Finish a contact's attempt: completed, retry later, or failed for good.
 
@@ -603,7 +613,7 @@ async def apply_result(
         values["outcome"] = outcome
     if error:
         values["last_error"] = error[:200]
-    again = None if final else policy.retry_at(
+    again = None if final else retry_rule(
         result, attempt, row["max_attempts"], row["retry_base_s"], now
     )
     if again is not None:

@@ -8,6 +8,7 @@ import pytest
 
 from app.campaigns import policy
 from app.config import ConfigError, Settings, parse_hhmm, parse_hours
+from app.outbound.retry import retry_at
 
 NINE, EIGHT_PM = 9 * 60, 20 * 60
 
@@ -51,7 +52,7 @@ def test_windows_that_never_overlap_give_none():
      ("voicemail", 1, None), ("canceled", 1, None)],
 )
 def test_retry_backoff(result, attempts, expected):
-    got = policy.retry_at(result, attempts, max_attempts=3, base_s=600.0, now=1000.0)
+    got = retry_at(result, attempts, max_attempts=3, base_s=600.0, now=1000.0)
     assert got == (None if expected is None else 1000.0 + expected)
 
 

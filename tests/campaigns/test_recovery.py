@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 
+from app.campaigns import policy
 from app.campaigns.engine import CampaignEngine
 from app.campaigns.manage import create_from_csv
 from tests.campaigns.clock import FakeClock
@@ -34,7 +35,9 @@ async def test_restart_reconciles_calls_in_flight_and_finishes(tmp_path):
         assert cid
         await store.command(cid, "run", clock.now())
         # Another dialler claimed a contact and died before calling it.
-        orphan = await store.claim(cid, instance="dead-instance", now=clock.now())
+        orphan = await store.claim(
+            cid, instance="dead-instance", now=clock.now(), next_open=policy.next_open
+        )
         assert orphan.contact is not None
 
         first = CampaignEngine(stack.service, cid, poll_s=0.02, max_idle_s=None)

@@ -10,9 +10,9 @@ from collections.abc import AsyncIterator
 from starlette.applications import Starlette
 
 from app import store as store_feature
+from app.campaigns import lifecycle
 from app.campaigns.api import routes as campaign_routes
 from app.config import Settings
-from app.outbound import lifecycle
 from app.outbound.routes import routes as outbound_routes
 from app.runtime.context import AppContext
 

@@ -8,6 +8,7 @@ import httpx
 import sqlalchemy as sa
 from twilio.request_validator import RequestValidator
 
+from app.campaigns import policy
 from app.store.schema import calls
 from tests.outbound.harness import outbound_stack
 
@@ -89,7 +90,8 @@ async def test_campaign_contact_is_finished_once_despite_duplicates(tmp_path):
         assert campaign_id
         await stack.store.campaigns.command(campaign_id, "run", stack.service.clock.now())
         claim = await stack.store.campaigns.claim(
-            campaign_id, instance="test", now=stack.service.clock.now()
+            campaign_id, instance="test", now=stack.service.clock.now(),
+            next_open=policy.next_open,
         )
         assert claim.contact is not None
         sid = await stack.service.place(
