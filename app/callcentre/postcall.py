@@ -22,10 +22,11 @@ from typing import Any
 
 import httpx
 
-from app.callcentre.deliveries import DbDeliveries, Deliveries, Delivery, MemoryDeliveries
+from app.callcentre.deliveries import Deliveries, MemoryDeliveries
 from app.callcentre.outcome import Outcome, extract
 from app.core.records import TranscriptLine
 from app.logs import bind_call, event, get_logger, register_secret
+from app.store.deliveries import DbDeliveries, Delivery
 
 log = get_logger(__name__)
 

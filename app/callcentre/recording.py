@@ -13,11 +13,11 @@ import time
 from typing import Any
 from urllib.parse import parse_qsl
 
-import sqlalchemy as sa
 from starlette.requests import Request
 from starlette.responses import Response
 
 from app.logs import bind_call, event, get_logger
+from app.store.calls import set_recording_url
 from app.transports.twilio_auth import TwilioAuth
 
 log = get_logger(__name__)
@@ -69,18 +69,12 @@ class RecordingCallback:
         store = self.ctx.store
         if store is None:
             return True
-        from app.store.schema import calls
-
         try:
             async with store.db.tx() as conn:
-                result = await conn.execute(
-                    sa.update(calls)
-                    .where(calls.c.id == call_sid)
-                    .values(recording_url=url[:500], updated_at=self.clock())
-                )
+                found = await set_recording_url(conn, call_sid, url, self.clock())
         except Exception as exc:
             event(log, "recording_url_unsaved", logging.ERROR, error=type(exc).__name__)
             return False
-        if not result.rowcount:
+        if not found:
             event(log, "recording_url_unsaved", logging.WARNING, reason="no call row")
         return True

@@ -11,12 +11,8 @@ import re
 import time
 from typing import Any
 
-import sqlalchemy as sa
-
 from app.core.providers import ToolSpec
 from app.logs import bind_call, event, get_logger
-from app.store.campaigns import set_contact_outcome
-from app.store.schema import calls
 
 log = get_logger(__name__)
 
@@ -60,26 +56,11 @@ async def apply_outcome(
     now = time.time() if now is None else now
     summary = summary[:1000] if summary else None
     with bind_call(call_id):
-        async with store.db.tx() as conn:
-            row = (
-                await conn.execute(
-                    sa.select(calls.c.contact_id, calls.c.to_number, calls.c.direction)
-                    .where(calls.c.id == call_id)
-                )
-            ).first()
-            if row is None:
-                event(log, "outcome_unknown_call", level=30, outcome=outcome)
-                return "Could not record the outcome: unknown call."
-            await conn.execute(
-                sa.update(calls).where(calls.c.id == call_id).values(
-                    outcome=outcome, updated_at=now, **({"summary": summary} if summary else {})
-                )
-            )
-            if row.contact_id is not None:
-                await set_contact_outcome(
-                    conn, contact_id=row.contact_id, outcome=outcome, now=now
-                )
-        if outcome == "do_not_call" and row.direction == "outbound" and row.to_number:
-            await store.campaigns.add_dnc([row.to_number], now=now, reason="asked on a call")
+        row = await store.record_outcome(call_id, outcome, summary, now)
+        if row is None:
+            event(log, "outcome_unknown_call", level=30, outcome=outcome)
+            return "Could not record the outcome: unknown call."
+        if outcome == "do_not_call" and row["direction"] == "outbound" and row["to_number"]:
+            await store.campaigns.add_dnc([row["to_number"]], now=now, reason="asked on a call")
         event(log, "outcome_set", outcome=outcome, summary_chars=len(summary or ""))
     return f"Outcome recorded: {outcome}."

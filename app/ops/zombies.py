@@ -16,47 +16,13 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import sqlalchemy as sa
-
 from app.logs import event, get_logger
-from app.store.calls import end_call
-from app.store.schema import calls as calls_table
+from app.store.abandoned import close_abandoned, touch_live
 
 log = get_logger(__name__)
 
 REASON = "interrupted"
 STALE_INTERVALS = 3  # missed heartbeats before a row counts as abandoned
-
-
-async def heartbeat(db: Any, live_ids: list[str], now: float) -> int:
-    if not live_ids:
-        return 0
-    async with db.tx() as conn:
-        result = await conn.execute(
-            sa.update(calls_table)
-            .where(calls_table.c.id.in_(live_ids), calls_table.c.end_reason.is_(None))
-            .values(updated_at=now)
-        )
-    return result.rowcount or 0
-
-
-async def sweep_once(db: Any, live_ids: set[str], now: float, stale_after_s: float) -> list[str]:
-    """End abandoned rows; returns their ids."""
-    c = calls_table.c
-    async with db.tx() as conn:
-        rows = (
-            await conn.execute(
-                sa.select(c.id).where(
-                    c.started_at.is_not(None),
-                    c.end_reason.is_(None),
-                    c.updated_at < now - stale_after_s,
-                )
-            )
-        ).scalars().all()
-        closed = [r for r in rows if r not in live_ids]
-        for call_id in closed:
-            await end_call(conn, call_id=call_id, reason=REASON, outcome=None, now=now)
-    return closed
 
 
 class ZombieSweeper:
@@ -79,8 +45,10 @@ class ZombieSweeper:
             return []
         live = [c.call_id for c in self.ctx.calls.calls()]
         now = self.clock()
-        await heartbeat(store.db, live, now)
-        closed = await sweep_once(store.db, set(live), now, STALE_INTERVALS * self.interval_s)
+        await touch_live(store.db, live, now)
+        closed = await close_abandoned(
+            store.db, set(live), now, STALE_INTERVALS * self.interval_s, REASON
+        )
         if closed:
             self.closed_total += len(closed)
             event(log, "zombie_calls_closed", count=len(closed), call_ids=closed)

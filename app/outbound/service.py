@@ -14,10 +14,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 from urllib.parse import urlencode
-
-import sqlalchemy as sa
 
 from app.config import Settings
 from app.logs import bind_call, event, get_logger, mask_phone
@@ -28,7 +25,6 @@ from app.outbound.retry import retry_at
 from app.store import Store
 from app.store import calls as call_rows
 from app.store.campaigns import apply_result
-from app.store.schema import dial_attempts
 from telephony import call_status, paths
 from twiml.voice import say_and_hang_up
 
@@ -248,7 +244,7 @@ class OutboundService:
         db = self.store.db
         with bind_call(sid):
             async with db.tx() as conn:
-                links = await _attempt_links(conn, attempt_id, sid)
+                links = await call_rows.attempt_links(conn, attempt_id, sid)
                 update = await call_rows.apply_status(
                     conn, db, call_sid=sid, status=status, now=now, seq=seq,
                     duration_s=duration_s, answered_by=answered_by, error_code=error_code,
@@ -335,22 +331,6 @@ JITTER_ALLOWANCE_S = 0.2
 def pacing_interval(cps: float) -> float:
     """Seconds between slots for ``cps`` calls per second, with the jitter allowance."""
     return (1.0 + JITTER_ALLOWANCE_S) / cps
-
-
-async def _attempt_links(conn: Any, attempt_id: int | None, sid: str) -> dict[str, Any] | None:
-    if attempt_id is None:
-        return None
-    row = (
-        await conn.execute(sa.select(dial_attempts).where(dial_attempts.c.id == attempt_id))
-    ).mappings().first()
-    if row is None or (row["call_sid"] and row["call_sid"] != sid):
-        return None
-    if row["call_sid"] is None:
-        await conn.execute(
-            sa.update(dial_attempts).where(dial_attempts.c.id == attempt_id).values(call_sid=sid)
-        )
-    return {"campaign_id": row["campaign_id"], "contact_id": row["contact_id"],
-            "attempt": row["attempt"]}
 
 
 def _int(value: str | None) -> int | None:

@@ -9,8 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from app.store.calls import CallStore, OutboundContext
-from app.store.campaigns import CampaignStore
+from app.store.calls import CallStore, OutboundContext, set_call_outcome
+from app.store.campaigns import CampaignStore, set_contact_outcome
 from app.store.db import DEFAULT_SQLITE_PATH, Database, StoreError
 from app.store.observer import CallRecordObserver
 
@@ -41,6 +41,19 @@ class Store:
             await db.close()
             raise
         return cls(db)
+
+    async def record_outcome(
+        self, call_id: str, outcome: str, summary: str | None, now: float
+    ) -> dict[str, Any] | None:
+        """Put an outcome (and summary) on the call and its campaign contact, in one
+        transaction; the call's direction and number, or None for an unknown call."""
+        async with self.db.tx() as conn:
+            row = await set_call_outcome(conn, call_id, outcome, summary, now)
+            if row is not None and row["contact_id"] is not None:
+                await set_contact_outcome(
+                    conn, contact_id=row["contact_id"], outcome=outcome, now=now
+                )
+        return row
 
     async def call_context(self, call_sid: str) -> OutboundContext | None:
         """For the answer webhook: prompt variables of an outbound call we placed, or None."""

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.store.db import Database
-from app.store.schema import call_events, call_transcript, call_turns, calls
+from app.store.schema import call_events, call_transcript, call_turns, calls, dial_attempts
 from telephony import call_status
 
 
@@ -233,6 +233,56 @@ async def set_outcome(
         values["summary"] = summary
     result = await conn.execute(sa.update(calls).where(calls.c.id == call_id).values(**values))
     return bool(result.rowcount)
+
+
+async def set_call_outcome(
+    conn: AsyncConnection, call_id: str, outcome: str, summary: str | None, now: float
+) -> dict[str, Any] | None:
+    """The outcome (and summary) on the call row; its contact, direction and number."""
+    row = (
+        await conn.execute(
+            sa.select(calls.c.contact_id, calls.c.to_number, calls.c.direction)
+            .where(calls.c.id == call_id)
+        )
+    ).mappings().first()
+    if row is None:
+        return None
+    await conn.execute(
+        sa.update(calls).where(calls.c.id == call_id).values(
+            outcome=outcome, updated_at=now, **({"summary": summary} if summary else {})
+        )
+    )
+    return dict(row)
+
+
+async def set_recording_url(conn: AsyncConnection, call_id: str, url: str, now: float) -> bool:
+    """The recording's URL on the call row; False when there is no such call."""
+    result = await conn.execute(
+        sa.update(calls)
+        .where(calls.c.id == call_id)
+        .values(recording_url=url[:500], updated_at=now)
+    )
+    return bool(result.rowcount)
+
+
+async def attempt_links(
+    conn: AsyncConnection, attempt_id: int | None, sid: str
+) -> dict[str, Any] | None:
+    """The campaign, contact and attempt a dial attempt id names, binding the attempt to its
+    CallSid on first sight; None when it names no attempt or another call's."""
+    if attempt_id is None:
+        return None
+    row = (
+        await conn.execute(sa.select(dial_attempts).where(dial_attempts.c.id == attempt_id))
+    ).mappings().first()
+    if row is None or (row["call_sid"] and row["call_sid"] != sid):
+        return None
+    if row["call_sid"] is None:
+        await conn.execute(
+            sa.update(dial_attempts).where(dial_attempts.c.id == attempt_id).values(call_sid=sid)
+        )
+    return {"campaign_id": row["campaign_id"], "contact_id": row["contact_id"],
+            "attempt": row["attempt"]}
 
 
 FINAL_STATUSES = frozenset({"completed", "busy", "failed", "no-answer", "canceled"})

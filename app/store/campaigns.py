@@ -10,82 +10,34 @@ write lock from BEGIN (see ``app.store.db``), which gives the same guarantees.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
 
+from app.store.campaign_lists import ListsAndPacing
+from app.store.campaign_rows import (  # noqa: F401 - the campaign store's vocabulary
+    ACTIVE,
+    TRANSITIONS,
+    CampaignSettings,
+    CampaignStateError,
+    Claim,
+    ClaimedContact,
+    NewContact,
+    NextOpen,
+    RetryRule,
+    _active_counts,
+    _dnc_among,
+    _update_contact,
+    _zones,
+    apply_result,
+    set_contact_outcome,
+)
 from app.store.db import Database
-from app.store.schema import campaign_contacts, campaigns, dial_attempts, dial_pacing, do_not_call
-
-ACTIVE = ("pending", "calling")
-TRANSITIONS = {
-    "run": ({"draft", "paused"}, "running"),
-    "pause": ({"running"}, "paused"),
-    "resume": ({"paused"}, "running"),
-    "cancel": ({"draft", "running", "paused"}, "cancelled"),
-}
+from app.store.schema import campaign_contacts, campaigns, dial_attempts
 
 
-class CampaignStateError(ValueError):
-    """A command that does not apply in the campaign's current state."""
-
-
-# The campaign rules the store applies inside its transactions, passed in by the feature that
-# owns them (app.campaigns.policy): the store knows tables, not calling hours or retry policy.
-# next_open(now, time zones, start min, end min) -> when a window opens (None: never)
-NextOpen = Callable[[float, Sequence[str], int, int], float | None]
-# retry_rule(result, attempt, max attempts, retry base s, now) -> when to try again (None: done)
-RetryRule = Callable[[str, int, int, float, float], float | None]
-
-
-@dataclass(frozen=True, slots=True)
-class NewContact:
-    line: int
-    phone: str  # E.164, validated
-    timezones: tuple[str, ...]
-    variables: Mapping[str, str] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, slots=True)
-class CampaignSettings:
-    cps: float = 1.0
-    max_concurrent: int = 5
-    max_attempts: int = 3
-    retry_base_s: float = 900.0
-    hours_start_min: int = 9 * 60  # 09:00 in the callee's time
-    hours_end_min: int = 20 * 60  # 20:00
-
-
-@dataclass(frozen=True, slots=True)
-class ClaimedContact:
-    contact_id: int
-    attempt_id: int
-    attempt: int
-    phone: str
-    timezones: tuple[str, ...]
-    variables: dict[str, str]
-
-
-@dataclass(frozen=True, slots=True)
-class Claim:
-    """The outcome of one claim: a contact to dial, or why there is none."""
-
-    campaign_status: str
-    contact: ClaimedContact | None = None
-    in_flight: int = 0
-    pending: int = 0
-    next_due: float | None = None  # earliest next_attempt_at of a pending contact
-    at_capacity: bool = False
-
-
-def _zones(text: str) -> tuple[str, ...]:
-    return tuple(z for z in text.split(",") if z)
-
-
-class CampaignStore:
+class CampaignStore(ListsAndPacing):
     def __init__(self, db: Database) -> None:
         self.db = db
 
@@ -488,179 +440,3 @@ class CampaignStore:
         async with self.db.read() as conn:
             return [dict(r) for r in (await conn.execute(query)).mappings()]
 
-    # ----------------------------------------------------------------- do not call
-
-    async def add_dnc(self, phones: Iterable[str], *, now: float, reason: str | None = None) -> int:
-        rows = [{"phone": p, "reason": reason, "added_at": now} for p in set(phones)]
-        if not rows:
-            return 0
-        # RETURNING, not rowcount: PostgreSQL's driver reports no row count for a multi-row
-        # insert (it said "added 0" for new numbers), and both databases return the new rows.
-        added = 0
-        async with self.db.tx() as conn:
-            for start in range(0, len(rows), 500):
-                stmt = (
-                    self.db.insert(do_not_call)
-                    .values(rows[start : start + 500])
-                    .on_conflict_do_nothing(index_elements=[do_not_call.c.phone])
-                    .returning(do_not_call.c.phone)
-                )
-                added += len((await conn.execute(stmt)).all())
-        return added
-
-    async def remove_dnc(self, phone: str) -> bool:
-        async with self.db.tx() as conn:
-            result = await conn.execute(sa.delete(do_not_call).where(do_not_call.c.phone == phone))
-        return bool(result.rowcount)
-
-    async def is_dnc(self, phone: str) -> bool:
-        async with self.db.read() as conn:
-            return bool(await _dnc_among(conn, [phone]))
-
-    # ----------------------------------------------------------------- pacing
-
-    async def reserve_slot(self, limits: Sequence[tuple[str, float]], now: float) -> float:
-        """Reserve the next dial time under every ``(key, interval_s)`` limit at once.
-
-        All instances share these rows, so the limit holds across them: the slot is the
-        earliest time allowed by every key, and each key then moves one interval past it.
-        Rows are locked in key order so two reservations never deadlock.
-        """
-        ordered = sorted(limits)
-        async with self.db.tx() as conn:
-            stmt = self.db.insert(dial_pacing).on_conflict_do_nothing(
-                index_elements=[dial_pacing.c.key]
-            )
-            await conn.execute(stmt, [{"key": k, "next_at": 0.0} for k, _ in ordered])
-            rows = dict(
-                (
-                    await conn.execute(
-                        sa.select(dial_pacing.c.key, dial_pacing.c.next_at)
-                        .where(dial_pacing.c.key.in_([k for k, _ in ordered]))
-                        .order_by(dial_pacing.c.key)
-                        .with_for_update()
-                    )
-                ).all()
-            )
-            slot = max([now, *rows.values()])
-            for key, interval in ordered:
-                await conn.execute(
-                    sa.update(dial_pacing)
-                    .where(dial_pacing.c.key == key)
-                    .values(next_at=slot + interval)
-                )
-        return slot
-
-    async def hold_pacing(self, key: str, until: float) -> None:
-        """Nobody dials under ``key`` before ``until`` (a 429 from Twilio backs everyone off)."""
-        async with self.db.tx() as conn:
-            stmt = self.db.insert(dial_pacing).values(key=key, next_at=until)
-            await conn.execute(
-                stmt.on_conflict_do_update(
-                    index_elements=[dial_pacing.c.key],
-                    set_={
-                        "next_at": sa.case(
-                            (dial_pacing.c.next_at > until, dial_pacing.c.next_at), else_=until
-                        )
-                    },
-                )
-            )
-
-
-# --------------------------------------------------------------------------- in-transaction
-
-
-async def apply_result(
-    conn: AsyncConnection,
-    *,
-    contact_id: int,
-    attempt: int,
-    result: str,
-    now: float,
-    call_sid: str | None = None,
-    answered_by: str | None = None,
-    duration_s: float | None = None,
-    outcome: str | None = None,
-    error: str | None = None,
-    final: bool = False,
-    retry_rule: RetryRule,
-) -> bool:
-    """Finish a contact's attempt: completed, retry later, or failed for good.
-
-    Idempotent and straggler-proof: it only applies to the attempt the contact is on and only
-    while that attempt is in flight, so a repeated or late callback changes nothing.
-    """
-    row = (
-        (
-            await conn.execute(
-                sa.select(campaign_contacts, campaigns.c.max_attempts, campaigns.c.retry_base_s)
-                .join(campaigns, campaigns.c.id == campaign_contacts.c.campaign_id)
-                .where(campaign_contacts.c.id == contact_id)
-                .with_for_update(of=campaign_contacts)
-            )
-        )
-        .mappings()
-        .first()
-    )
-    if row is None or row["status"] != "calling" or row["attempts"] != attempt:
-        return False
-    values: dict[str, Any] = {"last_result": result, "claimed_by": None}
-    if answered_by:
-        values["answered_by"] = answered_by
-    if duration_s is not None:
-        values["duration_s"] = duration_s
-    if outcome:
-        values["outcome"] = outcome
-    if error:
-        values["last_error"] = error[:200]
-    again = None if final else retry_rule(
-        result, attempt, row["max_attempts"], row["retry_base_s"], now
-    )
-    if again is not None:
-        values.update(status="pending", next_attempt_at=again)
-    elif result in ("answered", "voicemail", "fax"):
-        values["status"] = "completed"
-    else:
-        values["status"] = "failed"
-    await _update_contact(conn, contact_id, now, **values)
-    await conn.execute(
-        sa.update(dial_attempts)
-        .where(dial_attempts.c.contact_id == contact_id, dial_attempts.c.attempt == attempt)
-        .values(result=result, **({"call_sid": call_sid} if call_sid else {}))
-    )
-    return True
-
-
-async def set_contact_outcome(
-    conn: AsyncConnection, *, contact_id: int, outcome: str, now: float
-) -> None:
-    await _update_contact(conn, contact_id, now, outcome=outcome)
-
-
-async def _update_contact(
-    conn: AsyncConnection, contact_id: int, now: float, **values: Any
-) -> None:
-    await conn.execute(
-        sa.update(campaign_contacts)
-        .where(campaign_contacts.c.id == contact_id)
-        .values(updated_at=now, **values)
-    )
-
-
-async def _active_counts(conn: AsyncConnection, campaign_id: str) -> dict[str, int]:
-    rows = await conn.execute(
-        sa.select(campaign_contacts.c.status, sa.func.count())
-        .where(
-            campaign_contacts.c.campaign_id == campaign_id,
-            campaign_contacts.c.status.in_(ACTIVE),
-        )
-        .group_by(campaign_contacts.c.status)
-    )
-    return {s: n for s, n in rows.all()}
-
-
-async def _dnc_among(conn: AsyncConnection, phones: Sequence[str]) -> set[str]:
-    if not phones:
-        return set()
-    rows = await conn.execute(sa.select(do_not_call.c.phone).where(do_not_call.c.phone.in_(phones)))
-    return {r.phone for r in rows}

@@ -179,3 +179,20 @@ dial_pacing = sa.Table(
     sa.Column("key", sa.String(100), primary_key=True),
     sa.Column("next_at", sa.Double, nullable=False),
 )
+
+# Post-call webhook delivery state (app.store.deliveries): one row per call.
+post_call_webhooks = sa.Table(
+    "post_call_webhooks",
+    metadata,
+    sa.Column("call_id", sa.String(64), primary_key=True),
+    sa.Column("payload", sa.JSON, nullable=False),
+    # pending -> sending -> delivered | pending (retry) | failed
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("next_attempt_at", sa.Double, nullable=False),
+    sa.Column("claimed_at", sa.Double),
+    sa.Column("delivered_at", sa.Double),
+    sa.Column("last_error", sa.String(200)),
+    sa.Column("created_at", sa.Double, nullable=False),
+    sa.Index("ix_post_call_due", "status", "next_attempt_at"),
+)

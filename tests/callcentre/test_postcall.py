@@ -16,13 +16,12 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from app.callcentre.call import CallFeatures
-from app.callcentre.deliveries import post_call_webhooks
 from app.callcentre.outcome import from_facts, parse
 from app.callcentre.postcall import SIGNATURE_HEADER, PostCall, verify
 from app.core.records import TranscriptLine
 from app.store import Store
 from app.store.calls import open_call
-from app.store.schema import calls
+from app.store.schema import calls, post_call_webhooks
 from tests.callcentre.support import CALL_SID, inbound, wait_for
 from tests.fakes.twilio_api import serve
 
