@@ -1,10 +1,11 @@
 """One call with call-centre features: its agent profile, tools, keypad fields, recording,
 transfer on hang-up, and the post-call job.
 
-``CentreRunner`` wraps the core ``CallRunner`` with the same transport-facing API; the
-transport never knows. ``CentreSink`` wraps the transport's sink so that when the session ends
-the call with ``transfer_call`` (after the hand-off line has played), the call is redirected
-to a human instead of being hung up.
+The call runs on the core ``CallRunner`` with hooks (``app.runtime.hooks``): the tools, the
+keypad while a field is collected (``KeypadFields``), a recording started beside the session
+and the post-call job when it is over. ``CentreSink`` wraps the transport's sink so that when
+the session ends the call with ``transfer_call`` (after the hand-off line has played), the call
+is redirected to a human instead of being hung up.
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ from typing import TYPE_CHECKING, Any
 from app.agents.config import Agent
 from app.callcentre.digits import DigitCollector, FieldRequest
 from app.core.audio import AudioChunk
-from app.core.providers import CallInfo, Message, ToolCall
-from app.logs import bind_call, event, get_logger
+from app.core.providers import CallInfo, ToolCall
+from app.logs import event, get_logger
 
 if TYPE_CHECKING:
     from app.callcentre.service import CallCentre
@@ -47,7 +48,8 @@ class CallFeatures:
     handed_over: bool = False  # the stream is being replaced (keys pressed); the call goes on
     recording_sid: str | None = None
     fields: dict[str, str] = field(default_factory=dict)  # collected keypad fields, by name
-    runner: Any = None
+    runner: Any = None  # the call's CallRunner, once made
+    keypad: KeypadFields | None = None
 
 
 class CentreSink:
@@ -76,89 +78,51 @@ class CentreSink:
         await self._inner.hangup(reason)
 
 
-class CentreRunner:
-    """``CallRunner``'s transport API, plus keypad fields, recording and the post-call job."""
+class KeypadFields:
+    """A field the model asked for (``collect_digits``): the caller's keys go here until ``#``,
+    its length or a pause, then reach the session as one entry. The runner's keypad hook."""
 
-    def __init__(self, inner: Any, centre: CallCentre, features: CallFeatures) -> None:
-        self.inner = inner
-        self.centre = centre
+    def __init__(self, features: CallFeatures) -> None:
         self.features = features
-        features.runner = self
-        self._tasks: set[asyncio.Task[Any]] = set()
         self._timer: asyncio.Task[Any] | None = None
-        self._progress = asyncio.Event()
 
-    def __getattr__(self, name: str) -> Any:  # transcript, turns, ended, session, ...
-        return getattr(self.inner, name)
-
-    async def run(self) -> None:
-        f = self.features
-        self.centre.live[f.call.call_id] = f
-        try:
-            with bind_call(f.call.call_id):
-                if f.agent is not None and f.agent.recording.enabled:
-                    self.spawn(self.centre.start_recording(f))
-                await self.inner.run()
-        finally:
-            if self.centre.live.get(f.call.call_id) is f:
-                del self.centre.live[f.call.call_id]
-            tasks = list(self._tasks)
-            for task in tasks:
-                task.cancel()
-            if tasks:
-                await asyncio.gather(*tasks, return_exceptions=True)
-            if not f.handed_over:
-                self.centre.call_finished(f, self.inner)
-
-    async def caller_audio(self, chunk: AudioChunk) -> None:
-        await self.inner.caller_audio(chunk)
-
-    def mark_reached(self, name: str) -> None:
-        self.inner.mark_reached(name)
-        self._progress.set()
-
-    def remote_hangup(self, reason: str = "caller hung up") -> None:
-        self.inner.remote_hangup(reason)
-
-    def shutdown(self, reason: str = "server shutting down") -> None:
-        self.inner.shutdown(reason)
-
-    # ------------------------------------------------------------ keypad fields
-
-    def dtmf(self, digit: str) -> None:
+    def take(self, digit: str) -> bool:
         collector = self.features.collector
         if not collector.active:
-            self.inner.dtmf(digit)
-            return
+            return False
         result = collector.feed(digit, self._now())
         if result is None:
             self._arm_timer()
         else:
             self._release(result)
+        return True
 
     def collect(self, request: FieldRequest) -> None:
         self.features.collector.start(request, self._now())
         self._arm_timer()
         event(log, "digits_collecting", field=request.name[:40], max_digits=request.max_digits)
 
-    def _release(self, result: Any) -> None:
+    def close(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+
+    def _release(self, result: Any) -> None:
+        self.close()
         # Only the field's name and length are logged: the digits may be an account number.
         event(log, "digits_collected", field=result.name[:40], length=len(result.digits),
               ended_by=result.ended_by)  # fmt: skip
         if result.digits:
             self.features.fields[result.name] = result.digits
-        for key in result.keys():
-            self.inner.dtmf(key)
+        runner = self.features.runner
+        if runner is not None:
+            runner.keys("".join(result.keys()))
 
     def _arm_timer(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
+        self.close()
         deadline = self.features.collector.deadline
         if deadline is not None:
-            self._timer = self.spawn(self._expire_at(deadline))
+            self._timer = asyncio.ensure_future(self._expire_at(deadline))
 
     async def _expire_at(self, deadline: float) -> None:
         await asyncio.sleep(max(0.0, deadline - self._now()))
@@ -167,34 +131,16 @@ class CentreRunner:
             self._timer = None
             self._release(result)
 
-    # ------------------------------------------------------------ helpers
-
-    def spawn(self, coro: Any) -> asyncio.Task[Any]:
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
-
-    def history(self) -> list[Message]:
-        return list(self.inner.session.history)
-
-    async def wait_quiet(self, within: float) -> None:
-        """Until the agent has finished speaking (its marks came back), up to ``within`` s."""
-        loop = asyncio.get_running_loop()
-        end = loop.time() + within
-        while self.inner.session.agent_active and not self.inner.ended:
-            left = end - loop.time()
-            if left <= 0:
-                return
-            self._progress.clear()
-            # Marks wake us; the short cap covers a turn that ends without speech.
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(min(left, 0.25)):
-                    await self._progress.wait()
-
     @staticmethod
     def _now() -> float:
         return asyncio.get_running_loop().time()
+
+
+async def until_quiet(runner: Any, within: float) -> None:
+    """Until the agent has finished speaking (its marks came back), up to ``within`` s."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(within):
+            await runner.quiet.wait()
 
 
 def tool_argument(call: ToolCall, name: str, default: Any = None) -> Any:

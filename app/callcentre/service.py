@@ -1,8 +1,8 @@
-"""The call-centre layer of one process: builds each call's runner from its agent profile and
-carries out the tools (transfer, keypad fields, keys out) through Twilio's REST API.
+"""The call-centre layer of one process: plans each call from its agent profile and carries
+out the tools (transfer, keypad fields, keys out) through Twilio's REST API.
 
-Put in ``ctx.callcentre`` by ``app.callcentre.start``; ``AppContext.new_runner``
-hands every call to it.
+Put in ``ctx.callcentre`` by ``app.callcentre.start``; ``AppContext.new_runner`` (the one place
+a call's runner is made) asks it for each call's plan.
 """
 
 from __future__ import annotations
@@ -15,17 +15,20 @@ from app.agents.build import script_for, with_voice
 from app.agents.config import AgentBook
 from app.callcentre.call import (
     CallFeatures,
-    CentreRunner,
     CentreSink,
+    KeypadFields,
     TransferRequest,
     log_failure,
     tool_argument,
+    until_quiet,
 )
 from app.callcentre.digits import FieldRequest
 from app.callcentre.rest import CallControl, CallControlError
 from app.campaigns.tools import SET_OUTCOME, apply_outcome
 from app.core.providers import CallInfo, Message, ToolCall
 from app.logs import event, get_logger, mask_phone
+from app.runtime.hooks import CallHooks, CallPlan
+from app.runtime.runner import script_from_settings
 from telephony import paths
 from telephony.security import StreamTokens, stream_url
 from twiml import voice as twiml
@@ -63,9 +66,10 @@ class CallCentre:
         campaign = call.variables.get("campaign") or call.variables.get("campaign_id")
         return self.book.select(to_number=ours, campaign=campaign, parameter=parameter)
 
-    def new_runner(self, call: CallInfo, sink: Any) -> CentreRunner:
-        from app.runtime.runner import CallRunner, script_from_settings
-
+    def plan(self, call: CallInfo, sink: Any) -> CallPlan:
+        """How this call runs: its agent's script and voice (the process's providers, failover
+        included, in that voice), the tools and keypad, recording, transfer and the post-call
+        job as hooks, and the conversation so far when the call continues on a new stream."""
         settings = self.ctx.settings
         name = self.agent_for(call)
         agent = self.book.get(name) if self.book is not None else None
@@ -85,21 +89,32 @@ class CallCentre:
         history = self.resume.pop(call.call_id, None)
         if history is not None:
             script = dataclasses.replace(script, greeting="")  # same call: no second hello
-        features = CallFeatures(call, name, agent)
-        inner = CallRunner(
-            call=call,
-            sink=CentreSink(sink, self, features),
-            providers=providers,
-            phrases=self.ctx.phrases,
-            agent=settings.agent,
-            observers=self.ctx.observers,
-            clock=self.ctx.clock,
-            script=script,
-            tools=self.tools(),
+        f = CallFeatures(call, name, agent)
+        f.keypad = KeypadFields(f)
+
+        def bind(runner: Any) -> None:
+            f.runner = runner
+            self.live[call.call_id] = f
+
+        async def started() -> None:
+            if f.agent is not None and f.agent.recording.enabled:
+                await self.start_recording(f)
+
+        def finished(runner: Any) -> None:
+            if f.keypad is not None:
+                f.keypad.close()
+            if self.live.get(call.call_id) is f:
+                del self.live[call.call_id]
+            if not f.handed_over:
+                self.call_finished(f, runner)
+
+        hooks = CallHooks(
+            tools=self.tools(), keypad=f.keypad.take, started=started, finished=finished
         )
-        if history:
-            inner.session.history.extend(history)
-        return CentreRunner(inner, self, features)
+        return CallPlan(
+            call=call, sink=CentreSink(sink, self, f), script=script, providers=providers,
+            hooks=hooks, history=tuple(history or ()), bind=bind,
+        )
 
     def scripts(self) -> list[tuple[Any, Any]]:
         """(script, tts) of every agent, to pre-synthesise their fixed phrases."""
@@ -147,7 +162,7 @@ class CallCentre:
 
     async def _tool_collect(self, call: CallInfo, tool: ToolCall) -> None:
         f = self.live.get(call.call_id)
-        if f is None or f.runner is None:
+        if f is None or f.keypad is None:
             return
         limits = f.agent.digits if f.agent is not None else None
         cap = limits.max_digits if limits is not None else 20
@@ -156,7 +171,7 @@ class CallCentre:
         except (TypeError, ValueError):
             wanted = cap
         terminator = str(tool_argument(tool, "terminator", "#"))
-        f.runner.collect(
+        f.keypad.collect(
             FieldRequest(
                 name=str(tool_argument(tool, "field", "digits"))[:60],
                 max_digits=max(1, min(wanted, cap)),
@@ -182,9 +197,9 @@ class CallCentre:
         except ValueError:
             event(log, "send_digits_refused", reason="bad digits", length=len(digits))
             return
-        await f.runner.wait_quiet(within=15.0)  # let the agent finish what it was saying
+        await until_quiet(f.runner, within=15.0)  # let the agent finish what it was saying
         f.handed_over = True
-        self.resume[call.call_id] = f.runner.history()
+        self.resume[call.call_id] = list(f.runner.session.history)
         try:
             await self.control.redirect(call.call_id, document)
         except CallControlError as exc:

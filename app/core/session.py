@@ -9,6 +9,8 @@ is tested with a fake clock and no sockets.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from app.core.audio import AudioChunk, to_pcm16
 from app.core.events import (
     Action,
@@ -59,7 +61,11 @@ from app.core.vad import SpeechEnd, SpeechStart, VoiceActivity
 
 class Session:
     def __init__(
-        self, call: CallInfo, script: AgentScript, model_end_of_turn: bool = False
+        self,
+        call: CallInfo,
+        script: AgentScript,
+        model_end_of_turn: bool = False,
+        history: Sequence[Message] = (),
     ) -> None:
         self.call = call
         self.script = script
@@ -67,7 +73,8 @@ class Session:
         # The recogniser's end of utterance comes from an end-of-turn model (Deepgram Flux) that
         # already weighed whether the caller was finished: answer at once, no adaptive wait.
         self.model_end_of_turn = model_end_of_turn
-        self.history: list[Message] = []
+        # A call that continues (its stream reconnected) brings its conversation so far.
+        self.history: list[Message] = list(history)
         self.ended = False
         self.end_reason: str | None = None
 

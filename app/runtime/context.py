@@ -126,20 +126,29 @@ class AppContext:
         self.zombie_sweeper: ZombieSweeper | None = None
 
     def new_runner(self, call: CallInfo, sink: Any) -> Any:
-        from app.runtime.runner import CallRunner
+        """The one factory of call runners: the call-centre layer (agent profiles), when it is
+        on, plans the call; the runner is made from the plan the same way either way."""
+        from app.runtime.hooks import CallPlan
+        from app.runtime.runner import CallRunner, script_from_settings
 
-        centre = self.callcentre  # agent profiles and tools (app.callcentre)
-        if centre is not None:
-            return centre.new_runner(call, sink)
-        return CallRunner(
-            call=call,
-            sink=sink,
-            providers=self.providers,
+        if self.callcentre is not None:
+            plan = self.callcentre.plan(call, sink)
+        else:
+            plan = CallPlan(call, sink, script_from_settings(self.settings.agent), self.providers)
+        runner = CallRunner(
+            call=plan.call,
+            sink=plan.sink,
+            providers=plan.providers,
             phrases=self.phrases,
-            agent=self.settings.agent,
             observers=self.observers,
             clock=self.clock,
+            script=plan.script,
+            hooks=plan.hooks,
+            history=plan.history,
         )
+        if plan.bind is not None:
+            plan.bind(runner)
+        return runner
 
     async def run_call(self, call: CallInfo, sink: Any, runner: Any | None = None) -> None:
         """Run a call to its end, registered for drain. The transport awaits this."""

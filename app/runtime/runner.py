@@ -12,7 +12,7 @@ import asyncio
 import collections
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from app.config import AgentSettings
@@ -51,6 +51,7 @@ from app.core.providers import (
     CallInfo,
     LlmRequest,
     LlmUsage,
+    Message,
     SttFailure,
     SttStream,
     TextDelta,
@@ -61,11 +62,12 @@ from app.core.script import AgentScript
 from app.core.session import Session
 from app.core.turns import TurnPolicy
 from app.logs import bind_call, event, get_logger
+from app.runtime.hooks import CallHooks
+from app.runtime.mailbox import Mailbox
 
 log = get_logger(__name__)
 QUIET_EVENTS = frozenset({"dtmf"})
 
-ToolHandler = Callable[[CallInfo, ToolCall], Awaitable[None]]
 
 # Caller audio kept while the recogniser connects (500 Twilio frames: 10 s).
 STT_BACKLOG_CHUNKS = 500
@@ -97,55 +99,6 @@ def script_from_settings(agent: AgentSettings) -> AgentScript:
     )
 
 
-class Mailbox:
-    """The session's inbox. Events from providers (caller audio, transcripts, model text and
-    its end, synthesised audio and its end) keep their order, are bounded, and ``put`` waits
-    when full. Control events from the transport or the server (marks, digits, hang-up,
-    shutdown) jump the queue and are never dropped — there are only a few per utterance.
-    One future per wait, so an idle call costs nothing between frames."""
-
-    def __init__(self, maxsize: int) -> None:
-        self.maxsize = maxsize
-        self._data: collections.deque[Event] = collections.deque()
-        self._control: collections.deque[Event] = collections.deque()
-        self._wake = asyncio.Event()
-        self._space = asyncio.Event()
-        self._space.set()
-
-    async def put(self, ev: Event) -> None:
-        while len(self._data) >= self.maxsize:
-            self._space.clear()
-            await self._space.wait()
-        self._data.append(ev)
-        self._wake.set()
-
-    def post(self, ev: Event) -> None:
-        self._control.append(ev)
-        self._wake.set()
-
-    def pop(self) -> Event | None:
-        if self._control:
-            return self._control.popleft()
-        if self._data:
-            ev = self._data.popleft()
-            if len(self._data) < self.maxsize:
-                self._space.set()
-            return ev
-        return None
-
-    async def wait(self, within: float | None) -> bool:
-        """Wait for something to arrive; False on timeout."""
-        self._wake.clear()
-        if self._control or self._data:
-            return True
-        try:
-            async with asyncio.timeout(within):
-                await self._wake.wait()
-        except TimeoutError:
-            return False
-        return True
-
-
 class CallRunner:
     def __init__(
         self,
@@ -157,18 +110,25 @@ class CallRunner:
         observers: Iterable[Any] = (),
         clock: Callable[[], float] | None = None,
         script: AgentScript | None = None,
-        tools: dict[str, ToolHandler] | None = None,
+        hooks: CallHooks | None = None,
+        history: Sequence[Message] = (),
     ) -> None:
         self.call = call
         self.sink = sink
         self.providers = providers
         self.phrases = phrases
         self.script = script or script_from_settings(agent or AgentSettings())
+        # ``history``: the conversation so far when this call continues one (a reconnected
+        # stream): the session answers from it and does not greet again.
         self.session = Session(
-            call, self.script, getattr(providers.stt, "end_of_turn_model", False)
+            call, self.script, getattr(providers.stt, "end_of_turn_model", False), history
         )
         self.observers = list(observers)
-        self.tools = dict(tools or {})
+        self.hooks = hooks or CallHooks()
+        self.tools = dict(self.hooks.tools)
+        # Set while the agent is not speaking: what a feature waits for before it acts on the
+        # line (keys pressed on an IVR). Kept by the main loop after each step, no polling.
+        self.quiet = asyncio.Event()
         self._now = clock or time.monotonic
 
         self.transcript: list[TranscriptLine] = []
@@ -214,7 +174,16 @@ class CallRunner:
         self._post(MarkReached(name))
 
     def dtmf(self, digit: str) -> None:
-        self._post(DtmfDigit(digit))
+        """A keypad key from the caller: a feature's keypad hook may take it (a field being
+        collected), else the session gets it."""
+        if self.hooks.keypad is not None and self.hooks.keypad(digit):
+            return
+        self.keys(digit)
+
+    def keys(self, keys: str) -> None:
+        """Keys straight to the session (what a keypad hook releases)."""
+        for key in keys:
+            self._post(DtmfDigit(key))
 
     def remote_hangup(self, reason: str = "caller hung up") -> None:
         self._post(RemoteHangup(reason))
@@ -234,10 +203,14 @@ class CallRunner:
                 # cloud service): caller audio meanwhile is kept and sent once it is open.
                 self._spawn(self._open_stt())
                 self._speaker = self._spawn(self._speak_loop())
+                if self.hooks.started is not None:
+                    self._spawn(self.hooks.started())
                 self._post(CallStarted())
                 await self._loop()
             finally:
                 await self._close()
+                if self.hooks.finished is not None:
+                    self.hooks.finished(self)
 
     async def _open_stt(self) -> None:
         stream = None
@@ -283,6 +256,10 @@ class CallRunner:
             deadline = session.next_deadline()
             if deadline is not None and self._now() >= deadline and not session.ended:
                 await self._execute(session.handle(Tick(), self._now()))
+            if session.agent_active:
+                self.quiet.clear()
+            else:
+                self.quiet.set()
 
     async def _next_event(self) -> Event:
         while True:

@@ -69,11 +69,12 @@ async def test_a_collected_field_reaches_the_model_as_one_keypad_turn(tmp_path) 
     sink = EchoSink()
     runner = ctx.new_runner(inbound(), sink)
     sink.runner = runner
+    features = ctx.callcentre.live[inbound().call_id]
     task = asyncio.create_task(ctx.run_call(inbound(), sink, runner))
     try:
         await wait_for(lambda: len(sink.marks) >= 1)
         runner.dtmf("#")  # an empty keypad turn: the model asks for the account number
-        await wait_for(lambda: runner.features.collector.active)
+        await wait_for(lambda: features.collector.active)
         for digit in "1234":
             runner.dtmf(digit)
         # Longer than the session's own 2 s keypad timeout: still one field.
@@ -87,5 +88,5 @@ async def test_a_collected_field_reaches_the_model_as_one_keypad_turn(tmp_path) 
     last_user = llm.requests[1].messages[-1]
     assert last_user.role == "user"
     assert last_user.content == "[keypad: 1 2 3 4 5 6 7 8 #]"
-    assert runner.features.fields == {"account number": "12345678"}
+    assert features.fields == {"account number": "12345678"}
     assert [t.name for t in llm.requests[0].tools] == ["end_call", "collect_digits"]

@@ -84,9 +84,10 @@ async def _scenario(fake, sock, public, store, recordings, tmp_path):  # type: i
             sink = EchoSink()
             runner = ctx.new_runner(inbound(), sink)
             sink.runner = runner
+            features = ctx.callcentre.live[CALL_SID]
             task = asyncio.create_task(ctx.run_call(inbound(), sink, runner))
             try:
-                await wait_for(lambda: runner.features.recording_sid is not None)
+                await wait_for(lambda: features.recording_sid is not None)
                 await wait_for(lambda: len(runner.transcript) >= 1)
             finally:
                 runner.shutdown("test over")

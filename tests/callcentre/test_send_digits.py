@@ -67,8 +67,8 @@ async def test_send_digits_plays_keys_then_reconnects_and_the_call_continues(tmp
     # The new stream of the same call picks up the conversation, without a second greeting.
     assert CALL_SID in centre.resume
     again = ctx.new_runner(inbound(), EchoSink())
-    history = again.inner.session.history
+    history = again.session.history
     assert [m.role for m in history] == ["user", "assistant"]
     assert history[-1].tool_calls[0].name == "send_digits"
-    assert again.inner.script.greeting == ""
+    assert again.script.greeting == ""
     assert CALL_SID not in centre.resume
