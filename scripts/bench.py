@@ -144,9 +144,11 @@ def budgets(script: Script, latency: Latency, query: dict[str, list[str]]) -> li
         out.append(
             TurnBudget(
                 endpoint_ms=endpoint_frames(clip, query) * FRAME_MS,
-                app_endpointing_ms=float(agent.endpointing_ms),
+                app_endpointing_ms=float(agent.policy.endpointing_ms),
                 providers_ms=providers,
-                barge_in_wait_ms=barge_in_frames(clip, agent.barge_in_min_speech_ms) * FRAME_MS,
+                barge_in_wait_ms=(
+                    barge_in_frames(clip, agent.policy.barge_in_min_speech_ms) * FRAME_MS
+                ),
             )
         )
     return out

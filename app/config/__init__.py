@@ -39,6 +39,7 @@ from app.config.sections import (
     _store_settings,
     _webrtc_settings,
 )
+from app.core.turns import TurnPolicy
 
 __all__ = [
     "DOTENV_FILE",
@@ -146,14 +147,7 @@ class Settings:
             system_prompt=e.str("AGENT_SYSTEM_PROMPT", d.system_prompt),
             idle_timeout_s=e.float("IDLE_TIMEOUT_S", d.idle_timeout_s, 2, 3600),
             max_call_s=e.float("MAX_CALL_S", d.max_call_s, 10, 4 * 3600),
-            endpointing_ms=e.int("ENDPOINTING_MS", d.endpointing_ms, 0, 5000),
-            unfinished_wait_ms=e.int("UNFINISHED_WAIT_MS", d.unfinished_wait_ms, 0, 10_000),
-            max_endpoint_ms=e.int("MAX_ENDPOINT_MS", d.max_endpoint_ms, 0, 10_000),
-            barge_in_min_speech_ms=e.int(
-                "BARGE_IN_MIN_SPEECH_MS", d.barge_in_min_speech_ms, 20, 5000
-            ),
-            barge_in_sure_ms=e.int("BARGE_IN_SURE_MS", d.barge_in_sure_ms, 100, 10_000),
-            barge_in_min_words=e.int("BARGE_IN_MIN_WORDS", d.barge_in_min_words, 1, 20),
+            policy=_turn_policy(e, d.policy),
             llm_filler_after_s=e.float("LLM_FILLER_AFTER_S", d.llm_filler_after_s, 0.1, 30),
             llm_giveup_after_s=e.float("LLM_GIVEUP_AFTER_S", d.llm_giveup_after_s, 0.5, 60),
         )
@@ -166,6 +160,17 @@ class Settings:
         )
         _check_instances(settings)
         return settings
+
+
+def _turn_policy(e: Env, d: TurnPolicy) -> TurnPolicy:
+    return TurnPolicy(
+        endpointing_ms=e.int("ENDPOINTING_MS", d.endpointing_ms, 0, 5000),
+        unfinished_wait_ms=e.int("UNFINISHED_WAIT_MS", d.unfinished_wait_ms, 0, 10_000),
+        max_endpoint_ms=e.int("MAX_ENDPOINT_MS", d.max_endpoint_ms, 0, 10_000),
+        barge_in_min_speech_ms=e.int("BARGE_IN_MIN_SPEECH_MS", d.barge_in_min_speech_ms, 20, 5000),
+        barge_in_sure_ms=e.int("BARGE_IN_SURE_MS", d.barge_in_sure_ms, 100, 10_000),
+        barge_in_min_words=e.int("BARGE_IN_MIN_WORDS", d.barge_in_min_words, 1, 20),
+    )
 
 
 def _cloud_active(p: ProviderSettings) -> bool:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from app.config.env import ConfigError, Env, e164_or_none, parse_hours, price
+from app.core.turns import TurnPolicy
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,16 +106,9 @@ class AgentSettings:
     idle_prompt: str = "Are you still there?"
     idle_timeout_s: float = 12.0
     max_call_s: float = 1800.0
-    # extra wait after the recogniser's end-of-utterance before the agent answers
-    endpointing_ms: int = 0
-    # ... and when the caller plainly is not finished (a number half read out, a trailing "and")
-    unfinished_wait_ms: int = 2000
-    max_endpoint_ms: int = 3000
-    # caller speech over the agent pauses it after this long; it is an interruption once it
-    # lasts barge_in_sure_ms or has barge_in_min_words words that are not "mm-hmm" or echo
-    barge_in_min_speech_ms: int = 120
-    barge_in_sure_ms: int = 700
-    barge_in_min_words: int = 2
+    # Endpointing and barge-in: defined (with their defaults and why) in app.core.turns only;
+    # ENDPOINTING_MS, UNFINISHED_WAIT_MS, ... override it field by field.
+    policy: TurnPolicy = field(default_factory=TurnPolicy)
     llm_filler_after_s: float = 1.2  # say ``filler`` if the model has not spoken by then
     llm_giveup_after_s: float = 3.5  # then ``fallback`` and carry on
 

@@ -60,7 +60,6 @@ from app.core.providers import (
 from app.core.records import CallEnded, CallEvent, TranscriptLine, TurnMetrics, Usage
 from app.core.script import AgentScript
 from app.core.session import Session
-from app.core.turns import TurnPolicy
 from app.logs import bind_call, event, get_logger
 from app.runtime.hooks import CallHooks
 from app.runtime.mailbox import Mailbox
@@ -88,14 +87,7 @@ def script_from_settings(agent: AgentSettings) -> AgentScript:
         max_call_s=agent.max_call_s,
         llm_filler_after_s=agent.llm_filler_after_s,
         llm_giveup_after_s=agent.llm_giveup_after_s,
-        policy=TurnPolicy(
-            endpointing_ms=agent.endpointing_ms,
-            unfinished_wait_ms=agent.unfinished_wait_ms,
-            max_endpoint_ms=agent.max_endpoint_ms,
-            barge_in_min_speech_ms=agent.barge_in_min_speech_ms,
-            barge_in_sure_ms=agent.barge_in_sure_ms,
-            barge_in_min_words=agent.barge_in_min_words,
-        ),
+        policy=agent.policy,
     )
 
 
