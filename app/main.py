@@ -24,7 +24,6 @@ from app.ops import sentry as ops_sentry
 from app.runtime.context import AppContext
 from app.runtime.drain import DrainingServer
 from app.runtime.phrases import PhraseCache
-from app.runtime.runner import script_from_settings
 from app.transports.http_guard import server_options
 
 log = get_logger(__name__)
@@ -60,7 +59,7 @@ async def build_context(settings: Settings) -> AppContext:
     providers = build_providers(settings)
     await warm(providers)
     phrases = PhraseCache()
-    script = script_from_settings(settings.agent)
+    script = settings.agent.script()
     fallback = None
     if providers.tts.name != "espeak":  # fixed phrases must exist even if cloud TTS is down
         from app.providers.local_tts import EspeakTts

@@ -17,9 +17,7 @@ def script_for(agent: Agent, base: AgentSettings) -> AgentScript:
     """The profile over the environment's script, field by field: what the profile leaves out
     is what the environment says. A recording announcement goes before the greeting, so consent
     is asked before anything else is said."""
-    from app.runtime.runner import script_from_settings
-
-    script = script_from_settings(base)
+    script = base.script()
     greeting = agent.greeting or script.greeting
     if agent.recording.enabled:
         greeting = f"{agent.recording.announcement} {greeting}"

@@ -6,9 +6,36 @@
 
 from __future__ import annotations
 
-from app.campaigns.tools import SET_OUTCOME
 from app.core.providers import ToolSpec
 from app.core.script import END_CALL, TRANSFER_CALL
+
+# Outcomes the agent records on a call (and its campaign contact) with ``set_outcome``.
+OUTCOMES = (
+    "interested",
+    "not_interested",
+    "appointment_booked",
+    "callback_requested",
+    "wrong_number",
+    "do_not_call",
+    "voicemail",
+    "other",
+)
+SET_OUTCOME = ToolSpec(
+    name="set_outcome",
+    description=(
+        "Record the outcome of this call once it is clear, before saying goodbye. Use "
+        "do_not_call when the person asks not to be called again."
+    ),
+    parameters={
+        "type": "object",
+        "properties": {
+            "outcome": {"type": "string", "enum": list(OUTCOMES)},
+            "summary": {"type": "string", "description": "One sentence: what was agreed."},
+        },
+        "required": ["outcome"],
+    },
+)
+
 
 COLLECT_DIGITS = ToolSpec(
     name="collect_digits",

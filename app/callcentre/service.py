@@ -28,7 +28,6 @@ from app.campaigns.tools import SET_OUTCOME, apply_outcome
 from app.core.providers import CallInfo, Message, ToolCall
 from app.logs import event, get_logger, mask_phone
 from app.runtime.hooks import CallHooks, CallPlan
-from app.runtime.runner import script_from_settings
 from telephony import paths
 from telephony.security import StreamTokens, stream_url
 from twiml import voice as twiml
@@ -83,7 +82,7 @@ class CallCentre:
                     providers, tts=with_voice(providers.tts, agent.voice)
                 )
         else:
-            script = script_from_settings(settings.agent)
+            script = settings.agent.script()
             if call.direction == "outbound":  # campaigns want to know how each call went
                 script = dataclasses.replace(script, tools=(*script.tools, SET_OUTCOME))
         history = self.resume.pop(call.call_id, None)

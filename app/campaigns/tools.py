@@ -1,6 +1,7 @@
 """``set_outcome``: the agent records how a call went (for campaigns and the call record).
 
-The session executes tools; this module gives the tool's spec and the handler it runs:
+The session executes tools; the spec lives with the other tool specs (``app.agents.tools``)
+and this module gives the handler it runs:
 ``apply_outcome(store, call_id, outcome, summary)``. ``do_not_call`` also puts the callee's
 number on the do-not-call list, so no campaign dials it again.
 """
@@ -11,38 +12,13 @@ import re
 import time
 from typing import Any
 
-from app.core.providers import ToolSpec
+from app.agents.tools import OUTCOMES, SET_OUTCOME  # noqa: F401 - the tool this runs
 from app.logs import bind_call, event, get_logger
 
 log = get_logger(__name__)
 
-OUTCOMES = (
-    "interested",
-    "not_interested",
-    "appointment_booked",
-    "callback_requested",
-    "wrong_number",
-    "do_not_call",
-    "voicemail",
-    "other",
-)
 _SLUG = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 
-SET_OUTCOME = ToolSpec(
-    name="set_outcome",
-    description=(
-        "Record the outcome of this call once it is clear, before saying goodbye. Use "
-        "do_not_call when the person asks not to be called again."
-    ),
-    parameters={
-        "type": "object",
-        "properties": {
-            "outcome": {"type": "string", "enum": list(OUTCOMES)},
-            "summary": {"type": "string", "description": "One sentence: what was agreed."},
-        },
-        "required": ["outcome"],
-    },
-)
 
 
 async def apply_outcome(

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from app.config.env import ConfigError, Env, e164_or_none, parse_hours, price
+from app.core.script import AgentScript
 from app.core.turns import TurnPolicy
 
 
@@ -111,6 +112,23 @@ class AgentSettings:
     policy: TurnPolicy = field(default_factory=TurnPolicy)
     llm_filler_after_s: float = 1.2  # say ``filler`` if the model has not spoken by then
     llm_giveup_after_s: float = 3.5  # then ``fallback`` and carry on
+
+    def script(self) -> AgentScript:
+        """The agent's script from these settings: the one path from the environment to what a
+        call says and how it takes turns (agent profiles override it field by field)."""
+        return AgentScript(
+            system_prompt=self.system_prompt,
+            greeting=self.greeting,
+            goodbye=self.goodbye,
+            filler=self.filler,
+            fallback=self.fallback,
+            idle_prompt=self.idle_prompt,
+            idle_timeout_s=self.idle_timeout_s,
+            max_call_s=self.max_call_s,
+            llm_filler_after_s=self.llm_filler_after_s,
+            llm_giveup_after_s=self.llm_giveup_after_s,
+            policy=self.policy,
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -129,12 +129,12 @@ class AppContext:
         """The one factory of call runners: the call-centre layer (agent profiles), when it is
         on, plans the call; the runner is made from the plan the same way either way."""
         from app.runtime.hooks import CallPlan
-        from app.runtime.runner import CallRunner, script_from_settings
+        from app.runtime.runner import CallRunner
 
         if self.callcentre is not None:
             plan = self.callcentre.plan(call, sink)
         else:
-            plan = CallPlan(call, sink, script_from_settings(self.settings.agent), self.providers)
+            plan = CallPlan(call, sink, self.settings.agent.script(), self.providers)
         runner = CallRunner(
             call=plan.call,
             sink=plan.sink,

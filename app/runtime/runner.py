@@ -75,22 +75,6 @@ STT_BACKLOG_CHUNKS = 500
 TTS_FIRST_AUDIO_BUDGET_S = 2.0
 
 
-def script_from_settings(agent: AgentSettings) -> AgentScript:
-    return AgentScript(
-        system_prompt=agent.system_prompt,
-        greeting=agent.greeting,
-        goodbye=agent.goodbye,
-        filler=agent.filler,
-        fallback=agent.fallback,
-        idle_prompt=agent.idle_prompt,
-        idle_timeout_s=agent.idle_timeout_s,
-        max_call_s=agent.max_call_s,
-        llm_filler_after_s=agent.llm_filler_after_s,
-        llm_giveup_after_s=agent.llm_giveup_after_s,
-        policy=agent.policy,
-    )
-
-
 class CallRunner:
     def __init__(
         self,
@@ -109,7 +93,7 @@ class CallRunner:
         self.sink = sink
         self.providers = providers
         self.phrases = phrases
-        self.script = script or script_from_settings(agent or AgentSettings())
+        self.script = script or (agent or AgentSettings()).script()
         # ``history``: the conversation so far when this call continues one (a reconnected
         # stream): the session answers from it and does not greet again.
         self.session = Session(
@@ -487,7 +471,7 @@ class CallRunner:
     async def _close(self) -> None:
         self.ended = True
         if not self.session.ended:  # the loop died (error or cancellation): record the end
-            self.session.ended = True
+            self.session.close()
             self._emit(
                 CallEnded("error" if self.end_reason is None else self.end_reason, self._now())
             )

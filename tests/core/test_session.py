@@ -468,11 +468,24 @@ def test_a_model_end_of_turn_is_answered_at_once_even_when_it_looks_unfinished()
 
 def test_the_default_script_offers_no_transfer_without_a_target() -> None:
     from app.config import AgentSettings
-    from app.runtime.runner import script_from_settings
 
     h = Harness.create()
     h.start()
     (start,) = of(StartLlm, h.send(SttUpdate(Transcript("hi there", is_final=True,
                                                          speech_final=True))) + h.advance(50))
     assert [t.name for t in start.request.tools] == ["end_call"]
-    assert [t.name for t in script_from_settings(AgentSettings()).tools] == ["end_call"]
+    assert [t.name for t in AgentSettings().script().tools] == ["end_call"]
+
+
+def test_the_phase_follows_the_conversation() -> None:
+    from app.core.session_state import Phase
+
+    h = Harness.create()
+    assert h.session.phase is Phase.LISTENING
+    out = h.send(CallStarted())
+    assert h.session.phase is Phase.SPEAKING  # the greeting
+    h.play_out(out)
+    assert h.session.phase is Phase.LISTENING
+    out = h.send(SttUpdate(Transcript("hi there", is_final=True, speech_final=True)))
+    out += h.advance(50)
+    assert h.session.phase is Phase.THINKING and of(StartLlm, out)

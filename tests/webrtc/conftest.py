@@ -66,13 +66,12 @@ async def local_context(settings: Settings | None = None) -> AppContext:
     from app.providers.scripted import ScriptedAgent
     from app.runtime.context import Providers
     from app.runtime.phrases import PhraseCache
-    from app.runtime.runner import script_from_settings
 
     settings = settings or make_settings()
     stt = WhisperStt()
     await asyncio.to_thread(stt.warm)
     providers = Providers(stt=stt, llm=ScriptedAgent(), tts=EspeakTts())
     phrases = PhraseCache()
-    script = script_from_settings(settings.agent)
+    script = settings.agent.script()
     await phrases.warm(providers.tts, script.cached_phrases(), formats=(CANONICAL,))
     return AppContext(settings, providers, phrases)
