@@ -7,7 +7,7 @@ server (the agent file itself is validated earlier, with the settings).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from starlette.routing import BaseRoute, Route
 
@@ -19,12 +19,16 @@ from app.config import CallCentreSettings
 from app.core.audio import CANONICAL, MULAW_8K
 from app.logs import event, get_logger
 
+if TYPE_CHECKING:
+    from app.runtime.context import AppContext
+
+
 log = get_logger(__name__)
 
 __all__ = ["CallCentre", "install", "routes", "start", "stop"]
 
 
-def install(ctx: Any) -> CallCentre:
+def install(ctx: AppContext) -> CallCentre:
     """Create the call-centre layer on ``ctx`` (idempotent); ``new_runner`` then uses it."""
     centre = ctx.callcentre
     if centre is None:
@@ -41,12 +45,12 @@ def install(ctx: Any) -> CallCentre:
     return centre
 
 
-def routes(ctx: Any) -> list[BaseRoute]:
+def routes(ctx: AppContext) -> list[BaseRoute]:
     install(ctx)
     return [Route(RECORDING_PATH, RecordingCallback(ctx).handle, methods=["POST"])]
 
 
-async def start(ctx: Any) -> None:
+async def start(ctx: AppContext) -> None:
     centre = install(ctx)
     # Every agent's greeting and fixed phrases, in its own voice, before the first call.
     for script, tts in centre.scripts():
@@ -58,7 +62,7 @@ async def start(ctx: Any) -> None:
           webhook=bool(centre.postcall.url))  # fmt: skip
 
 
-async def stop(ctx: Any) -> None:
+async def stop(ctx: AppContext) -> None:
     centre = ctx.callcentre
     if centre is not None:
         await centre.postcall.aclose()

@@ -18,7 +18,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
@@ -27,6 +27,10 @@ from app.callcentre.outcome import Outcome, extract
 from app.core.records import TranscriptLine
 from app.logs import bind_call, event, get_logger, register_secret
 from app.store.deliveries import DbDeliveries, Delivery
+
+if TYPE_CHECKING:
+    from app.runtime.context import AppContext
+
 
 log = get_logger(__name__)
 
@@ -67,7 +71,7 @@ class Job:
 class PostCall:
     def __init__(
         self,
-        ctx: Any,
+        ctx: AppContext,
         url: str | None,
         secret: str | None,
         *,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
 from starlette.requests import Request
@@ -20,6 +20,10 @@ from app.logs import bind_call, event, get_logger
 from app.store.calls import set_recording_url
 from app.transports.twilio_auth import TwilioAuth
 
+if TYPE_CHECKING:
+    from app.runtime.context import AppContext
+
+
 log = get_logger(__name__)
 
 MAX_BODY = 16 * 1024
@@ -27,7 +31,7 @@ _CALL_SID = re.compile(r"^CA[0-9a-fA-F]{32}$")
 
 
 class RecordingCallback:
-    def __init__(self, ctx: Any, clock: Any = time.time) -> None:
+    def __init__(self, ctx: AppContext, clock: Any = time.time) -> None:
         self.ctx = ctx
         self.auth = TwilioAuth(ctx.settings)
         self.clock = clock

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from app.agents.build import script_for, with_voice
 from app.agents.config import AgentBook
@@ -32,6 +32,10 @@ from telephony import paths
 from telephony.security import StreamTokens, stream_url
 from twiml import voice as twiml
 
+if TYPE_CHECKING:
+    from app.runtime.context import AppContext
+
+
 log = get_logger(__name__)
 
 RECORDING_PATH, MEDIA_PATH, VOICE_PATH = paths.RECORDING, paths.MEDIA, paths.VOICE
@@ -41,7 +45,7 @@ SORRY = "Sorry, nobody could take your call right now. Please call again later. 
 class CallCentre:
     def __init__(
         self,
-        ctx: Any,
+        ctx: AppContext,
         book: AgentBook | None,
         control: CallControl | None,
         postcall: Any = None,

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -27,6 +27,10 @@ from app.logs import event, get_logger, mask_phone
 from app.outbound.numbers import NumberRefused, normalise
 from app.store.campaigns import TRANSITIONS, CampaignStateError
 
+if TYPE_CHECKING:
+    from app.runtime.context import AppContext
+
+
 log = get_logger(__name__)
 
 MAX_BODY = 20 * 1024 * 1024
@@ -34,7 +38,7 @@ CAMPAIGNS_PATH = "/api/campaigns"
 MAX_ERRORS_SHOWN = 100
 
 
-def routes(ctx: Any) -> list[BaseRoute]:
+def routes(ctx: AppContext) -> list[BaseRoute]:
     settings = ctx.settings
     out = settings.outbound
 
@@ -234,7 +238,7 @@ def routes(ctx: Any) -> list[BaseRoute]:
 
 
 
-def _wake(ctx: Any) -> None:
+def _wake(ctx: AppContext) -> None:
     supervisor = ctx.campaigns
     if supervisor is not None:
         supervisor.wake()

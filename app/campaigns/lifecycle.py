@@ -8,17 +8,21 @@ stops dialling first: calls already placed finish on their own.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from app.campaigns.engine import CampaignSupervisor
 from app.logs import event, get_logger
 from app.outbound.dialer import TwilioDialer
 from app.outbound.service import OutboundService
 
+if TYPE_CHECKING:
+    from app.runtime.context import AppContext
+
+
 log = get_logger(__name__)
 
 
-async def start(ctx: Any) -> OutboundService | None:
+async def start(ctx: AppContext) -> OutboundService | None:
     store = ctx.store
     if store is None:
         event(log, "outbound_disabled", level=30, reason="no store")
@@ -41,7 +45,7 @@ async def start(ctx: Any) -> OutboundService | None:
     return service
 
 
-async def stop(ctx: Any) -> None:
+async def stop(ctx: AppContext) -> None:
     supervisor, ctx.campaigns = ctx.campaigns, None
     if supervisor is not None:
         await supervisor.stop()

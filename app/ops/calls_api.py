@@ -18,7 +18,7 @@ from __future__ import annotations
 import importlib.resources
 import logging
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from starlette.requests import Request
@@ -30,6 +30,10 @@ from app.logs import event, get_logger, mask_phone
 from app.ops import pricing
 from app.transports.peers import bearer_ok
 from telephony.security import is_loopback
+
+if TYPE_CHECKING:
+    from app.runtime.context import AppContext
+
 
 log = get_logger(__name__)
 
@@ -150,7 +154,7 @@ def _int(raw: str | None, default: int, lo: int, hi: int) -> int:
 # --------------------------------------------------------------------------- routes
 
 
-def routes(ctx: Any) -> list[BaseRoute]:
+def routes(ctx: AppContext) -> list[BaseRoute]:
     token = ctx.settings.ops.api_token
     rates = pricing.rates_from(ctx.settings.ops)
 

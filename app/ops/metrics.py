@@ -15,7 +15,7 @@ import ipaddress
 import logging
 import re
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -32,6 +32,10 @@ from app.logs import event, get_logger
 from app.ops import pricing
 from app.transports.peers import bearer_ok
 from telephony.security import is_loopback
+
+if TYPE_CHECKING:
+    from app.runtime.context import AppContext
+
 
 log = get_logger(__name__)
 
@@ -215,7 +219,7 @@ def is_private(host: str | None) -> bool:
     return ip.is_private or ip.is_loopback
 
 
-def install(ctx: Any) -> Metrics:
+def install(ctx: AppContext) -> Metrics:
     """The context's metrics, created and registered as a call observer on first use."""
     metrics = ctx.metrics
     if metrics is None:
@@ -226,7 +230,7 @@ def install(ctx: Any) -> Metrics:
     return metrics
 
 
-def routes(ctx: Any) -> list[BaseRoute]:
+def routes(ctx: AppContext) -> list[BaseRoute]:
     """``/metrics`` on the public port: with ``METRICS_TOKEN`` to its bearer, else to direct
     loopback peers only (a scraper on the private network uses the metrics port)."""
     metrics = install(ctx)
@@ -245,7 +249,7 @@ def routes(ctx: Any) -> list[BaseRoute]:
     return [Route("/metrics", scrape, methods=["GET"])]
 
 
-def internal_app(ctx: Any) -> Starlette:
+def internal_app(ctx: AppContext) -> Starlette:
     """The metrics port's app (``METRICS_PORT``; fly's ``[metrics]`` scrapes it over the private
     network): ``/metrics`` to private and loopback peers, and nothing else."""
     metrics = install(ctx)

@@ -11,11 +11,15 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sentry_sdk
 
 from app.logs import call_id_var, event, get_logger, redact, register_secret
+
+if TYPE_CHECKING:
+    from app.runtime.context import AppContext
+
 
 log = get_logger(__name__)
 
@@ -98,7 +102,7 @@ def _before_send(transcripts: TranscriptSource) -> Callable[[dict, dict], dict |
     return before_send
 
 
-def live_transcripts(ctx: Any) -> TranscriptSource:
+def live_transcripts(ctx: AppContext) -> TranscriptSource:
     """Texts of every live call's transcript so far (the runner keeps them in memory)."""
 
     def texts() -> Iterable[str]:
@@ -147,7 +151,7 @@ def shutdown(timeout: float = 2.0) -> None:
     sentry_sdk.get_global_scope().set_client(None)
 
 
-def install(ctx: Any) -> bool:
+def install(ctx: AppContext) -> bool:
     """Wire Sentry for this app from its settings (``SENTRY_DSN``, ``SENTRY_ENVIRONMENT``)."""
     ops = ctx.settings.ops
     return setup(ops.sentry_dsn, ops.sentry_environment, live_transcripts(ctx))

@@ -14,10 +14,14 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING
 
 from app.logs import event, get_logger
 from app.store.abandoned import close_abandoned, touch_live
+
+if TYPE_CHECKING:
+    from app.runtime.context import AppContext
+
 
 log = get_logger(__name__)
 
@@ -28,7 +32,9 @@ STALE_INTERVALS = 3  # missed heartbeats before a row counts as abandoned
 class ZombieSweeper:
     """Owns one periodic task: heartbeat this instance's live calls, then sweep."""
 
-    def __init__(self, ctx: Any, interval_s: float, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, ctx: AppContext, interval_s: float, clock: Callable[[], float] = time.time
+    ) -> None:
         self.ctx = ctx
         self.interval_s = interval_s
         self.clock = clock
@@ -75,7 +81,7 @@ class ZombieSweeper:
             self._task = None
 
 
-async def start(ctx: Any) -> ZombieSweeper:
+async def start(ctx: AppContext) -> ZombieSweeper:
     """Server start-up: sweep now (once the store is open) and every interval after."""
     sweeper = ZombieSweeper(ctx, ctx.settings.ops.zombie_sweep_interval_s)
     ctx.zombie_sweeper = sweeper
@@ -83,7 +89,7 @@ async def start(ctx: Any) -> ZombieSweeper:
     return sweeper
 
 
-async def stop(ctx: Any) -> None:
+async def stop(ctx: AppContext) -> None:
     sweeper, ctx.zombie_sweeper = ctx.zombie_sweeper, None
     if sweeper is not None:
         await sweeper.aclose()

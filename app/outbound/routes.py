@@ -7,6 +7,7 @@ form field. They answer 204 once applied; 403 for a bad signature; 400 for a mal
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl
 
 from starlette.requests import Request
@@ -17,11 +18,15 @@ from app.logs import bind_call, event, get_logger
 from app.transports.twilio_auth import TwilioAuth
 from telephony import paths
 
+if TYPE_CHECKING:
+    from app.runtime.context import AppContext
+
+
 log = get_logger(__name__)
 
 
-def routes(ctx: object) -> list[BaseRoute]:
-    settings = ctx.settings  # type: ignore[attr-defined]
+def routes(ctx: AppContext) -> list[BaseRoute]:
+    settings = ctx.settings
     auth = TwilioAuth(settings)
 
     async def _verified_form(request: Request, name: str) -> dict[str, str] | Response:
@@ -45,7 +50,7 @@ def routes(ctx: object) -> list[BaseRoute]:
         return dict(items)
 
     async def _handle(request: Request, name: str) -> Response:
-        service = ctx.outbound  # type: ignore[attr-defined]
+        service = ctx.outbound
         if service is None:
             return Response("not ready", status_code=503)
         form = await _verified_form(request, name)

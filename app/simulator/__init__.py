@@ -11,9 +11,9 @@ data (latencies, marks, clears, protocol violations, a stereo recording).
     result.greeting_latency_ms, [t.latency_ms for t in result.turns], result.turns[2].barge_in_ms
 """
 
+from app.simulator.call import simulate_call
 from app.simulator.plan import DEFAULT_CONVERSATION, CallerLine, CallOptions
 from app.simulator.results import CallResult, MarkEcho, Turn, Violation
-from app.simulator.session import simulate_call
 
 __all__ = [
     "DEFAULT_CONVERSATION",

@@ -14,6 +14,7 @@ import httpx
 from rich.console import Console
 from rich.markup import escape
 
+from app.simulator.call import simulate_call
 from app.simulator.plan import (
     DEFAULT_CONVERSATION,
     DEFAULT_FROM,
@@ -23,7 +24,6 @@ from app.simulator.plan import (
     CallOptions,
 )
 from app.simulator.results import CallResult
-from app.simulator.session import simulate_call
 
 
 def register(subparsers: Any) -> None:

@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from app.store.calls import CallStore, OutboundContext, set_call_outcome
 from app.store.campaigns import CampaignStore, set_contact_outcome
@@ -22,6 +22,10 @@ __all__ = [
     "start",
     "stop",
 ]
+
+
+if TYPE_CHECKING:
+    from app.runtime.context import AppContext
 
 
 class Store:
@@ -63,7 +67,7 @@ class Store:
         await self.db.close()
 
 
-async def start(ctx: Any) -> Store:
+async def start(ctx: AppContext) -> Store:
     """Open the store and register the call-record observer on the app context."""
     store = await Store.open(ctx.settings.store.database_url)
     observer = CallRecordObserver(store.db)
@@ -74,7 +78,7 @@ async def start(ctx: Any) -> Store:
     return store
 
 
-async def stop(ctx: Any) -> None:
+async def stop(ctx: AppContext) -> None:
     observer, ctx.call_records = ctx.call_records, None
     if observer is not None:
         await observer.aclose()

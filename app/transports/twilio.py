@@ -256,10 +256,10 @@ class TwilioEdge:
             await websocket.close(code=CLOSE_POLICY)  # before accept: an HTTP 403
             return
         await websocket.accept()
-        await _StreamSession(self, websocket).run()
+        await _MediaSocket(self, websocket).run()
 
 
-class _StreamSession:
+class _MediaSocket:
     """One accepted Media Streams socket: read frames, feed the runner, own its task."""
 
     def __init__(self, edge: TwilioEdge, websocket: WebSocket) -> None:
