@@ -224,3 +224,26 @@ def _valid_ip(text: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def stream_parameters(
+    tokens: StreamTokens,
+    call_sid: str,
+    now: float,
+    *,
+    direction: str,
+    from_number: str | None,
+    to_number: str | None,
+    agent: str | None = None,
+) -> dict[str, str]:
+    """The ``<Parameter>``s of a stream we open: the token that binds it to its CallSid, and
+    what the call is, echoed back in ``start.customParameters`` so any instance can rebuild it."""
+    parameters = {
+        "token": tokens.issue(call_sid, now),
+        "direction": direction,
+        "from": from_number or "",
+        "to": to_number or "",
+    }
+    if agent:
+        parameters["agent"] = agent
+    return parameters

@@ -29,7 +29,7 @@ from app.core.providers import CallInfo, Message, ToolCall
 from app.logs import event, get_logger, mask_phone
 from app.runtime.hooks import CallHooks, CallPlan
 from telephony import paths
-from telephony.security import StreamTokens, stream_url
+from telephony.security import StreamTokens, stream_parameters, stream_url
 from twiml import voice as twiml
 
 if TYPE_CHECKING:
@@ -217,13 +217,10 @@ class CallCentre:
         t = self.ctx.settings.twilio
         tokens = StreamTokens.from_auth_token(t.auth_token, t.stream_token_ttl_s)
         c = f.call
-        return {
-            "token": tokens.issue(c.call_id, time.time()),
-            "direction": c.direction,
-            "from": c.from_number or "",
-            "to": c.to_number or "",
-            "agent": f.agent_name,
-        }
+        return stream_parameters(
+            tokens, c.call_id, time.time(), direction=c.direction, from_number=c.from_number,
+            to_number=c.to_number, agent=f.agent_name,
+        )
 
     # ------------------------------------------------------------ transfer
 

@@ -43,7 +43,7 @@ from telephony.media_stream import (
     State,
     Stop,
 )
-from telephony.security import StreamTokens, TokenCheck
+from telephony.security import StreamTokens, TokenCheck, stream_parameters
 from telephony.security import stream_url as ws_url_for
 from twiml.voice import connect_stream, reject_busy
 
@@ -219,13 +219,10 @@ class TwilioEdge:
             if (metrics := self.ctx.metrics) is not None:
                 metrics.rejected("twilio", "draining" if self.ctx.calls.draining else "full")
             return _xml(reject_busy(BUSY_MESSAGE, self.ctx.settings.ops.overflow_number))
-        parameters = {
-            "token": self.tokens.issue(call.call_id, self.now()),
-            "direction": call.direction,
-            # Echoed back in start.customParameters, so any instance can rebuild the CallInfo.
-            "from": call.from_number or "",
-            "to": call.to_number or "",
-        }
+        parameters = stream_parameters(
+            self.tokens, call.call_id, self.now(), direction=call.direction,
+            from_number=call.from_number, to_number=call.to_number,
+        )
         event(log, "twilio_call_answered", direction=call.direction, caller=caller, callee=callee)
         if (records := self.ctx.call_records) is not None:
             records.open_call(call)  # the call's record exists from the webhook on
