@@ -15,16 +15,13 @@ import contextlib
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from app.agents.config import Agent
 from app.callcentre.digits import DigitCollector, FieldRequest
 from app.core.audio import AudioChunk
 from app.core.providers import CallInfo, ToolCall
 from app.logs import event, get_logger
-
-if TYPE_CHECKING:
-    from app.callcentre.service import CallCentre
 
 log = get_logger(__name__)
 
@@ -52,10 +49,16 @@ class CallFeatures:
     keypad: KeypadFields | None = None
 
 
+class Transferrer(Protocol):
+    """What the sink needs of the call centre: move a call to a human (False: it could not)."""
+
+    async def transfer(self, f: CallFeatures) -> bool: ...
+
+
 class CentreSink:
     """The transport's sink, except that ending a call by ``transfer_call`` transfers it."""
 
-    def __init__(self, inner: Any, centre: CallCentre, features: CallFeatures) -> None:
+    def __init__(self, inner: Any, centre: Transferrer, features: CallFeatures) -> None:
         self._inner = inner
         self._centre = centre
         self._features = features
