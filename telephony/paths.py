@@ -7,3 +7,4 @@ FALLBACK = "/twilio/fallback"  # the number's "primary handler fails" URL
 STATUS = "/twilio/status"  # call status callbacks
 AMD = "/twilio/amd"  # asynchronous answering-machine detection
 RECORDING = "/twilio/recording"  # recording status callbacks
+STREAM_ENDED = "/twilio/stream-ended"  # <Connect action>: the stream ended, however it did

@@ -247,3 +247,54 @@ def stream_parameters(
     if agent:
         parameters["agent"] = agent
     return parameters
+
+
+@dataclass(frozen=True, slots=True)
+class ResumeTokens:
+    """Tokens that let a new stream continue a call whose stream dropped.
+
+    Bound to the CallSid, short-lived, and carrying a nonce that the store marks used on the
+    first stream that presents it, so a captured token cannot be replayed. Token:
+    ``<nonce>.<expiry>.<base64url HMAC-SHA256(key, "<CallSid>.<nonce>.<expiry>")>``.
+    """
+
+    key: bytes
+    ttl_s: int
+
+    @classmethod
+    def from_auth_token(cls, auth_token: str | None, ttl_s: int) -> ResumeTokens:
+        if auth_token:
+            key = hmac.new(
+                auth_token.encode("utf-8"), b"voice-agent/resume-token/v1", hashlib.sha256
+            ).digest()
+        else:
+            key = secrets.token_bytes(32)
+        return cls(key=key, ttl_s=ttl_s)
+
+    def issue(self, call_sid: str, now: float) -> tuple[str, str]:
+        """(nonce, token)."""
+        nonce = secrets.token_hex(12)
+        expiry = int(now) + self.ttl_s
+        return nonce, f"{nonce}.{expiry}.{self._mac(call_sid, nonce, expiry)}"
+
+    def verify(self, token: str | None, call_sid: str, now: float) -> tuple[TokenCheck, str]:
+        """(check, nonce): the nonce is what the store redeems once."""
+        if not token:
+            return TokenCheck.MISSING, ""
+        if len(token) > 160 or token.count(".") != 2:
+            return TokenCheck.MALFORMED, ""
+        nonce, expiry_text, mac = token.split(".")
+        if not (nonce.isascii() and nonce.isalnum() and expiry_text.isascii()
+                and expiry_text.isdigit()):
+            return TokenCheck.MALFORMED, ""
+        expected = self._mac(call_sid, nonce, int(expiry_text)).encode("ascii")
+        if not hmac.compare_digest(mac.encode("ascii", "replace"), expected):
+            return TokenCheck.BAD_SIGNATURE, ""
+        if now > int(expiry_text):
+            return TokenCheck.EXPIRED, ""
+        return TokenCheck.OK, nonce
+
+    def _mac(self, call_sid: str, nonce: str, expiry: int) -> str:
+        msg = f"{call_sid}.{nonce}.{expiry}".encode()
+        digest = hmac.new(self.key, msg, hashlib.sha256).digest()
+        return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")

@@ -26,7 +26,9 @@ def _number(value: str, what: str = "numbers") -> str:
     return value
 
 
-def _stream(ws_url: str, parameters: Mapping[str, str] | None) -> Connect:
+def _stream(
+    ws_url: str, parameters: Mapping[str, str] | None, action: str | None = None
+) -> Connect:
     """``<Connect><Stream url>`` with its ``<Parameter>`` children (Twilio drops a query
     string from the stream URL, so per-call data travels here)."""
     parts = urlsplit(ws_url)
@@ -34,7 +36,9 @@ def _stream(ws_url: str, parameters: Mapping[str, str] | None) -> Connect:
         raise ValueError(f"stream URL must be wss://host/path, got scheme {parts.scheme!r}")
     if parts.query or parts.fragment:
         raise ValueError("stream URL must not carry a query or fragment (Twilio drops it)")
-    connect = Connect()
+    if action is not None and urlsplit(action).scheme not in {"https", "http"}:
+        raise ValueError("the <Connect action> must be an http(s) URL")
+    connect = Connect(action=action, method="POST") if action else Connect()
     stream = connect.stream(url=ws_url)
     for name, value in (parameters or {}).items():
         if not name:
@@ -43,16 +47,22 @@ def _stream(ws_url: str, parameters: Mapping[str, str] | None) -> Connect:
     return connect
 
 
-def connect_stream(ws_url: str, parameters: Mapping[str, str] | None = None) -> str:
+def connect_stream(
+    ws_url: str, parameters: Mapping[str, str] | None = None, action: str | None = None
+) -> str:
     """``<Connect><Stream>`` to our media WebSocket, then ``<Hangup/>``.
 
     ``<Connect>`` (not ``<Start>``) makes the stream bidirectional; its parameters come back in
     ``start.customParameters``. Twilio runs the next verb only after we close the socket; an
     explicit ``<Hangup/>`` makes that end of the call deliberate. ``ws://`` is accepted for
     local tests only: Twilio itself requires ``wss://``.
+
+    With ``action``, Twilio requests that URL when the stream ends, however it ended, and runs
+    the TwiML it answers instead of the ``<Hangup/>``: a call whose stream dropped (a crash, a
+    deploy) is connected again from there.
     """
     response = VoiceResponse()
-    response.append(_stream(ws_url, parameters))
+    response.append(_stream(ws_url, parameters, action))
     response.hangup()
     return str(response)
 
@@ -67,6 +77,13 @@ def reject_busy(message: str, fallback_number: str | None = None) -> str:
         response.dial(fallback_number)
     else:
         response.hangup()
+    return str(response)
+
+
+def hang_up() -> str:
+    """The end of the call: a stream's ``action`` answer when the call was over anyway."""
+    response = VoiceResponse()
+    response.hangup()
     return str(response)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from app.agents.build import script_for, with_voice
@@ -69,7 +70,7 @@ class CallCentre:
         campaign = call.variables.get("campaign") or call.variables.get("campaign_id")
         return self.book.select(to_number=ours, campaign=campaign, parameter=parameter)
 
-    def plan(self, call: CallInfo, sink: Any) -> CallPlan:
+    def plan(self, call: CallInfo, sink: Any, resumed: Sequence[Message] = ()) -> CallPlan:
         """How this call runs: its agent's script and voice (the process's providers, failover
         included, in that voice), the tools and keypad, recording, transfer and the post-call
         job as hooks, and the conversation so far when the call continues on a new stream."""
@@ -92,6 +93,8 @@ class CallCentre:
         history = self.resume.pop(call.call_id, None)
         if history is not None:
             script = dataclasses.replace(script, greeting="")  # same call: no second hello
+        elif resumed:  # the stream dropped: say so, and go on from what was heard
+            history, script = list(resumed), script.resumed()
         f = CallFeatures(call, name, agent)
         f.keypad = KeypadFields(f)
 

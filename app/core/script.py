@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import string
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from app.core.providers import CallInfo, LlmRequest, Message, ToolSpec
 from app.core.turns import TurnPolicy
@@ -60,8 +60,20 @@ class AgentScript:
     tools: tuple[ToolSpec, ...] = (END_CALL,)
     policy: TurnPolicy = field(default_factory=TurnPolicy)
 
+    # Said instead of the greeting when a call goes on over a new stream after its stream
+    # dropped (a crash or a deploy of the server that held it).
+    recovery: str = "Sorry, we were cut off for a moment. I'm still here, please go on."
+
     def cached_phrases(self) -> tuple[str, ...]:
-        return (self.greeting, self.goodbye, self.filler, self.fallback, self.idle_prompt)
+        return (
+            self.greeting, self.goodbye, self.filler, self.fallback, self.idle_prompt,
+            self.recovery,
+        )
+
+    def resumed(self) -> AgentScript:
+        """This script for a call that goes on after its stream dropped: the recovery line
+        instead of a second hello."""
+        return replace(self, greeting=self.recovery)
 
 
 def build_request(script: AgentScript, call: CallInfo, history: Sequence[Message]) -> LlmRequest:

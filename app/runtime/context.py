@@ -8,12 +8,12 @@ reach them all.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from app.config import Settings
-from app.core.providers import CallInfo, LanguageModel, SpeechToText, TextToSpeech
+from app.core.providers import CallInfo, LanguageModel, Message, SpeechToText, TextToSpeech
 from app.logs import event, get_logger
 
 if TYPE_CHECKING:  # the features' types, for annotations only: runtime imports no feature
@@ -125,16 +125,21 @@ class AppContext:
         self.campaigns: CampaignSupervisor | None = None  # dials running campaigns
         self.zombie_sweeper: ZombieSweeper | None = None
 
-    def new_runner(self, call: CallInfo, sink: Any) -> Any:
+    def new_runner(self, call: CallInfo, sink: Any, history: Sequence[Message] = ()) -> Any:
         """The one factory of call runners: the call-centre layer (agent profiles), when it is
-        on, plans the call; the runner is made from the plan the same way either way."""
+        on, plans the call; the runner is made from the plan the same way either way.
+        ``history``: the call goes on after its stream dropped (the conversation so far)."""
         from app.runtime.hooks import CallPlan
         from app.runtime.runner import CallRunner
 
         if self.callcentre is not None:
-            plan = self.callcentre.plan(call, sink)
+            plan = self.callcentre.plan(call, sink, history)
         else:
-            plan = CallPlan(call, sink, self.settings.agent.script(), self.providers)
+            script = self.settings.agent.script()
+            plan = CallPlan(
+                call, sink, script.resumed() if history else script, self.providers,
+                history=tuple(history),
+            )
         runner = CallRunner(
             call=plan.call,
             sink=plan.sink,

@@ -88,6 +88,12 @@ class CallRecordObserver:
         self._essential.append(_Open(call, self.clock()))
         self._poke()
 
+    def continue_call(self, call_id: str, next_transcript: int, next_event: int) -> None:
+        """A call goes on over a new stream (perhaps on another instance): its transcript and
+        events carry on from where the store has them, with no line written twice."""
+        self._seq[(call_id, "transcript")] = next_transcript - 1
+        self._seq[(call_id, "event")] = next_event - 1
+
     def record(self, call: CallInfo, record: Any) -> None:
         self.open_call(call)
         now = self.clock()

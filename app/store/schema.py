@@ -196,3 +196,24 @@ post_call_webhooks = sa.Table(
     sa.Column("created_at", sa.Double, nullable=False),
     sa.Index("ix_post_call_due", "status", "next_attempt_at"),
 )
+
+
+# Continuity (app.store.continuity): a call the agent ended on purpose, written before its
+# stream closes, so whichever instance Twilio's <Connect action> reaches does not revive it ...
+call_ends = sa.Table(
+    "call_ends",
+    metadata,
+    sa.Column("call_id", sa.String(64), primary_key=True),
+    sa.Column("reason", sa.String(200), nullable=False),
+    sa.Column("at", sa.Double, nullable=False),
+)
+# ... and the resume tokens issued for a call's new streams: single use, counted per call.
+stream_resumes = sa.Table(
+    "stream_resumes",
+    metadata,
+    sa.Column("nonce", sa.String(64), primary_key=True),
+    sa.Column("call_id", sa.String(64), nullable=False),
+    sa.Column("issued_at", sa.Double, nullable=False),
+    sa.Column("used_at", sa.Double),
+    sa.Index("ix_stream_resumes_call", "call_id", "issued_at"),
+)

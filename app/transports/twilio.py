@@ -18,7 +18,7 @@ import dataclasses
 import logging
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -32,6 +32,7 @@ from app.core.providers import CallInfo
 from app.logs import bind_call, call_id_var, event, get_logger, mask_phone, register_secret
 from app.runtime.context import AppContext
 from app.transports.twilio_auth import TwilioAuth
+from app.transports.twilio_resume import Continuity, action_url
 from telephony import paths
 from telephony.media_stream import (
     Dtmf,
@@ -78,6 +79,7 @@ class TwilioSink:
         self.closed = False
         self.close_reason: str | None = None
         self.frames_sent = 0
+        self.before_hangup: Callable[[str], Awaitable[None]] | None = None
 
     async def send_audio(self, chunk: AudioChunk) -> None:
         if chunk.format != MULAW_8K:
@@ -92,7 +94,11 @@ class TwilioSink:
         await self._send(lambda: [self._stream.clear_frame()])
 
     async def hangup(self, reason: str) -> None:
-        """Close the socket; Twilio then runs the verb after ``<Connect>`` (``<Hangup/>``)."""
+        """Close the socket; Twilio then requests the ``<Connect action>``. ``before_hangup``
+        runs first (a call the agent ended is recorded as such, for whichever instance that
+        request reaches)."""
+        if not self.closed and self.before_hangup is not None:
+            await self.before_hangup(reason)
         await self.close(CLOSE_NORMAL, reason)
 
     async def close(self, code: int, reason: str) -> None:
@@ -136,11 +142,13 @@ class TwilioEdge:
         )
         self.now = now
         self._reserved: dict[str, float] = {}  # CallSid -> when its reservation lapses
+        self.continuity = Continuity(ctx, self.tokens, now)
 
     def routes(self) -> list[BaseRoute]:
         return [
             Route(VOICE_PATH, self.voice, methods=["POST"]),
             Route(FALLBACK_PATH, self.fallback, methods=["POST"]),
+            Route(paths.STREAM_ENDED, self.stream_ended, methods=["POST"]),
             WebSocketRoute(MEDIA_PATH, self.media),
         ]
 
@@ -204,6 +212,26 @@ class TwilioEdge:
                   error_url=fields.get("ErrorUrl", "")[:200])  # fmt: skip
             return _xml(reject_busy(FALLBACK_MESSAGE, self.ctx.settings.ops.overflow_number))
 
+    async def stream_ended(self, request: Request) -> Response:
+        """Twilio's ``<Connect action>`` request: the stream of a call ended. Hang up a call
+        that is over; connect a new stream to any other (``app.transports.twilio_resume``)."""
+        body = await _read_body(request, MAX_WEBHOOK_BYTES)
+        try:
+            params = parse_qsl((body or b"").decode("utf-8"), keep_blank_values=True)
+        except (UnicodeDecodeError, ValueError):
+            return Response(status_code=400)
+        fields = dict(params)
+        call_sid = fields.get("CallSid", "")
+        with bind_call(call_sid if _CALL_SID.match(call_sid) else None):
+            url = self._url(request)
+            refusal = self._refusal(request, url, params)
+            if body is None or refusal or not _CALL_SID.match(call_sid):
+                event(log, "twilio_webhook_rejected", logging.WARNING, route="stream-ended",
+                      reason=refusal or ("body too large" if body is None else "bad CallSid"))
+                return Response(status_code=403 if refusal else 400)
+            twiml = await self.continuity.after_stream(fields, url, ws_url_for(url, MEDIA_PATH))
+            return _xml(twiml)
+
     def _answer(self, call: CallInfo, url: str) -> Response:
         caller, callee = mask_phone(call.from_number), mask_phone(call.to_number)
         if not self._admit(call.call_id):
@@ -226,7 +254,9 @@ class TwilioEdge:
         event(log, "twilio_call_answered", direction=call.direction, caller=caller, callee=callee)
         if (records := self.ctx.call_records) is not None:
             records.open_call(call)  # the call's record exists from the webhook on
-        return _xml(connect_stream(ws_url_for(url, MEDIA_PATH), parameters))
+        return _xml(
+            connect_stream(ws_url_for(url, MEDIA_PATH), parameters, action=action_url(url))
+        )
 
     def _admit(self, call_sid: str) -> bool:
         now = self.now()
@@ -336,11 +366,24 @@ class _MediaSocket:
             event(log, "twilio_stream_refused", logging.WARNING, reason=refusal)
             await self.sink.close(CLOSE_POLICY, "stream refused")
             return False
+        history: list[Any] = []
+        agent = params.get("agent")
+        if params.get("resume"):
+            refusal, history, row = await self.edge.continuity.restore(
+                start.call_sid, params["resume"]
+            )
+            if refusal:
+                event(log, "twilio_stream_refused", logging.WARNING, reason=refusal)
+                await self.sink.close(CLOSE_POLICY, "stream refused")
+                return False
+            agent = agent or (row or {}).get("agent")
         call = _call_info(
             start.call_sid, params.get("direction"), params.get("from"), params.get("to")
         )
-        call = await self._call_context(call, params.get("agent"))
-        self.runner = self.ctx.new_runner(call, self.sink)
+        call = await self._call_context(call, agent)
+        self.runner = self.ctx.new_runner(call, self.sink, history)
+        continuity = self.edge.continuity
+        self.sink.before_hangup = lambda reason: continuity.ended_on_purpose(call.call_id, reason)
         event(log, "twilio_stream_started", stream_sid=start.stream_sid, tracks=list(start.tracks))
         self.task = asyncio.create_task(self._run_call(call), name=f"call-{call.call_id}")
         return True
@@ -371,7 +414,7 @@ class _MediaSocket:
             self.edge.release(call.call_id)
             await self.ctx.run_call(call, self.sink, self.runner)
         finally:
-            # However the call ended, end the stream too, so Twilio moves on to <Hangup/>.
+            # However the call ended, end the stream too, so Twilio moves on.
             await self.sink.hangup("call ended")
 
     async def _finish(self, reason: str) -> None:

@@ -27,7 +27,6 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from app.config import ServerSettings, Settings, TwilioSettings
 from app.core.audio import MULAW_8K
 from app.logs import JsonFormatter
-from app.providers import registry
 from app.runtime.context import AppContext, Providers
 from app.runtime.phrases import PhraseCache
 from app.server import create_app
@@ -50,15 +49,6 @@ def stream_sid(n: int) -> str:
 
 
 # --------------------------------------------------------------------------- server
-
-
-@pytest.fixture(scope="module")
-def providers() -> Providers:
-    # With no API keys set these are the embedded local providers (whisper, scripted, espeak).
-    built = registry.build_providers(Settings())
-    assert (built.stt.name, built.llm.name, built.tts.name) == ("whisper", "scripted", "espeak")
-    asyncio.run(registry.warm(built))
-    return built
 
 
 @dataclasses.dataclass

@@ -1,0 +1,20 @@
+"""The embedded local providers, warm, shared by the Twilio transport tests of a module."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from app.config import Settings
+from app.providers import registry
+from app.runtime.context import Providers
+
+
+@pytest.fixture(scope="module")
+def providers() -> Providers:
+    # With no API keys set these are the embedded local providers (whisper, scripted, espeak).
+    built = registry.build_providers(Settings())
+    assert (built.stt.name, built.llm.name, built.tts.name) == ("whisper", "scripted", "espeak")
+    asyncio.run(registry.warm(built))
+    return built
