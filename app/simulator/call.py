@@ -14,6 +14,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 from twilio.request_validator import RequestValidator
@@ -25,7 +26,7 @@ from app.simulator.audio import CallerAudioError, load_wav, speak, stereo_wav
 from app.simulator.plan import DEFAULT_CONVERSATION, CallerLine, CallOptions, as_line
 from app.simulator.playback import PlaybackClock
 from app.simulator.results import CallResult, MarkEcho, Turn, Violation
-from app.simulator.twiml import StreamTwiml, TwimlError, dial_url, parse_twiml
+from app.simulator.twiml import StreamTwiml, TwimlError, dial_url, ends_call, parse_twiml
 from app.simulator.wire import (
     FRAME_BYTES,
     FRAME_MS,
@@ -74,6 +75,8 @@ class SimulatedCall:
         self.playback = PlaybackClock()
         self._loop = asyncio.get_running_loop()
         self._t0 = self._loop.time()  # reset when ``start`` goes out: all times are relative
+        self._stream_t0 = 0.0  # when the current stream started (a call may have several)
+        self._next_line = 0  # the caller's next line (a new stream goes on from there)
         self._msgs: TwilioMessages | None = None
         self._ws: ClientConnection | None = None
         self._closed = asyncio.Event()  # either side ended the stream
@@ -129,6 +132,26 @@ class SimulatedCall:
     async def _run(self) -> None:
         clips = await asyncio.to_thread(self._render_lines)
         stream = self._read_twiml(await self._webhook())
+        self._next_line = 0
+        while True:
+            await self._stream(stream, clips)
+            # Like Twilio: when the stream ends, the <Connect action> is asked what comes next.
+            if stream.action is None or self.result.hangup == "caller":
+                return
+            stream = await self._follow(stream.action)
+            if stream is None:
+                return
+            # the call goes on over a new stream: a new StreamSid, the agent speaks first
+            self.result.stream_sid = new_sid("MZ")
+            self.result.hangup = "none"
+            self.result.turns.append(Turn(len(self.result.turns)))
+            self._audio_turn = len(self.result.turns) - 1
+            self._closed = asyncio.Event()
+            self.playback = PlaybackClock()
+            self._speech = None
+            self._mark_received.clear()
+
+    async def _stream(self, stream: StreamTwiml, clips: list[bytes | None]) -> None:
         if stream.dropped_query:
             self._violate(None, "stream_url_query", "Twilio drops the stream URL's query string")
         r = self.result
@@ -152,7 +175,9 @@ class SimulatedCall:
         async with ws:
             await ws.send(self._msgs.connected())
             await ws.send(self._msgs.start())
-            self._t0 = self._loop.time()
+            if not self.result.connected:
+                self._t0 = self._loop.time()
+            self._stream_t0 = self._now()  # frames are paced from this stream's start
             self.result.connected = True
             async with asyncio.TaskGroup() as tasks:
                 tasks.create_task(self._receive(ws))
@@ -161,6 +186,36 @@ class SimulatedCall:
                     await self._script(clips)
                 finally:
                     await self._hang_up(ws)
+
+    async def _follow(self, action: str) -> StreamTwiml | None:
+        """Request the stream's ``action`` URL (signed) with the call's parameters; the new
+        stream it opens, or None when it ends the call."""
+        o = self.options
+        params = {
+            "AccountSid": o.account_sid, "ApiVersion": "2010-04-01",
+            "CallSid": self.result.call_sid, "CallStatus": "in-progress",
+            "Direction": o.direction, "From": o.from_number, "To": o.to_number,
+        }  # fmt: skip
+        public = urlsplit(action)
+        target = urlunsplit(urlsplit(self.server)[:2] + (public.path, public.query, ""))
+        signature = RequestValidator(o.auth_token).compute_signature(action, params)
+        try:
+            async with httpx.AsyncClient(trust_env=False, timeout=o.connect_timeout) as client:
+                response = await client.post(
+                    target, data=params,
+                    headers={"X-Twilio-Signature": signature, "User-Agent": "TwilioProxy/1.1"},
+                )  # fmt: skip
+        except httpx.HTTPError as exc:
+            self.result.after_streams.append(f"error: {type(exc).__name__}")
+            return None
+        if response.status_code != 200:
+            self.result.after_streams.append(f"error: HTTP {response.status_code}")
+            return None
+        if ends_call(response.content):
+            self.result.after_streams.append("hangup")
+            return None
+        self.result.after_streams.append("stream")
+        return self._read_twiml(response)
 
     def _render_lines(self) -> list[bytes | None]:
         clips: list[bytes | None] = []
@@ -230,9 +285,12 @@ class SimulatedCall:
     # ------------------------------------------------------------------ the caller's side
 
     async def _script(self, clips: list[bytes | None]) -> None:
-        turn, expect = self.result.turns[0], True
+        """The caller's lines from where the call is: on a new stream after a drop, the
+        agent's first words (a recovery line) and then the lines not yet said."""
+        turn, expect = self.result.turns[-1], True
         timeout = self.options.greeting_timeout
-        for line, clip in zip(self.lines, clips, strict=True):
+        pending = list(zip(self.lines, clips, strict=True))[self._next_line :]
+        for line, clip in pending:
             if line.barge_in_ms is None:
                 await self._reply_done(turn, timeout, expect)
             elif await self._until(partial(_replying, turn), timeout):
@@ -243,6 +301,7 @@ class SimulatedCall:
             if self._closed.is_set():
                 return
             turn, expect = await self._say(line, clip), line.expect_reply
+            self._next_line += 1
             timeout = self.options.reply_timeout
         await self._reply_done(turn, timeout, expect)
 
@@ -310,7 +369,7 @@ class SimulatedCall:
         msgs = self._msgs
         n = 0
         while not self._closed.is_set():
-            due = (n + 1) * _FRAME_S
+            due = self._stream_t0 + (n + 1) * _FRAME_S
             while True:
                 now = self._now()
                 for name in self.playback.due(now):

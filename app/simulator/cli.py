@@ -166,6 +166,8 @@ def show(console: Console, result: CallResult) -> None:
         summary.append(f"reply median {_ms(statistics.median(replies))}")
     summary.append(f"{result.duration_s:.1f} s")
     summary.append(f"hung up by {result.hangup}")
+    if result.after_streams:  # what the <Connect action> answered after each stream
+        summary.append("after the stream: " + ", ".join(result.after_streams))
     console.print(" · ".join(summary), style="dim")
     if result.wav_path is not None:
         console.print(f"Recording: {escape(str(result.wav_path))}", style="dim")

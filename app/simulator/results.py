@@ -78,6 +78,9 @@ class CallResult:
     send_lag_max_ms: float = 0.0  # our own pacing: the latest a media frame went out
     dropped_ms: float = 0.0  # agent audio received but dropped by clear
     wav_path: Path | None = None
+    # Twilio's <Connect action> requests after each stream ended, and what each answered:
+    # "hangup", "stream" (the call went on over a new stream) or an error.
+    after_streams: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:

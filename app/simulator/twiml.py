@@ -23,6 +23,7 @@ class StreamTwiml:
     url: str  # as written in the TwiML (what Twilio signs), query string removed
     parameters: dict[str, str] = field(default_factory=dict)
     dropped_query: str = ""  # a query string Twilio would have dropped (a server bug)
+    action: str | None = None  # <Connect action>: requested when the stream ends
 
 
 def parse_twiml(text: str | bytes) -> StreamTwiml:
@@ -56,7 +57,20 @@ def parse_twiml(text: str | bytes) -> StreamTwiml:
             raise TwimlError("<Parameter> needs both name and value attributes")
         params[name] = value
     clean = urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
-    return StreamTwiml(url=clean, parameters=params, dropped_query=parts.query)
+    connect = root.find("./Connect")
+    action = connect.get("action") if connect is not None else None
+    return StreamTwiml(
+        url=clean, parameters=params, dropped_query=parts.query, action=action or None
+    )
+
+
+def ends_call(text: str | bytes) -> bool:
+    """The TwiML hangs up (or says something and hangs up) without opening a stream."""
+    try:
+        root = ET.fromstring(text)
+    except ET.ParseError:
+        return False
+    return root.tag == "Response" and root.find("./Connect/Stream") is None
 
 
 def dial_url(stream_url: str, server: str) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import secrets
 
 import pytest
 
@@ -35,6 +36,7 @@ async def test_four_turn_booking_is_understood_and_ends_cleanly(local_server, tm
         )
     assert result.connected and not result.violations, result.violations
     assert result.hangup == "agent"  # the agent said goodbye and ended the call
+    assert result.after_streams == ["hangup"]  # and its <Connect action> does not revive it
     assert [t.timed_out for t in result.turns] == [False] * 5
     caller = lines_of(srv, result.call_sid, "caller")
     agent = " ".join(lines_of(srv, result.call_sid, "agent"))
@@ -95,3 +97,42 @@ async def test_twenty_calls_at_once_all_complete(local_server) -> None:  # type:
         agent = " ".join(lines_of(srv, r.call_sid, "agent"))
         assert re.search(r"8 am to 6 pm", agent), agent
         assert srv.recorder.of(r.call_sid, CallEnded)[0].reason == "caller hung up"
+
+
+async def test_a_stream_dropped_mid_call_goes_on_over_a_new_one(local_server) -> None:  # type: ignore[no-untyped-def]
+    """The server's side of the stream breaks after the first answer (as when the process that
+    held it dies): Twilio's <Connect action> request gets a new stream, the agent says its
+    recovery line and the booking is finished with what was said before."""
+    sid = "CA" + secrets.token_hex(16)  # CallSids are unique: the store outlives a test
+    async with local_server() as srv:
+
+        async def drop_after_first_answer() -> None:
+            while True:
+                runner = srv.ctx.calls.get(sid)
+                if runner is not None and sum(
+                    1 for line in runner.transcript if line.role == "agent"
+                ) >= 2:
+                    wire = getattr(runner.sink, "_inner", runner.sink)  # under the agent's sink
+                    await wire.close(1011, "dropped by the test")
+                    return
+                await asyncio.sleep(0.05)
+
+        dropper = asyncio.create_task(drop_after_first_answer())
+        try:
+            result = await simulate_call(
+                srv.url, BOOKING, CallOptions(call_sid=sid, call_timeout=150)
+            )
+        finally:
+            if not dropper.done():
+                dropper.cancel()
+        assert dropper.done() and not dropper.cancelled() and dropper.exception() is None
+        await srv.ctx.call_records.flush(wait_s=5.0)
+        record = await srv.ctx.store.calls.get_call(sid)
+    assert result.after_streams == ["stream", "hangup"], result.after_streams
+    agent = [line["text"] for line in record["transcript"] if line["role"] == "agent"]
+    assert srv.ctx.settings.agent.script().recovery in agent
+    assert agent.count(srv.ctx.settings.agent.greeting) == 1  # never greeted twice
+    assert "booked" in " ".join(agent) and "Alex" in " ".join(agent), agent
+    caller = [line["text"] for line in record["transcript"] if line["role"] == "caller"]
+    assert len(caller) == len(set(caller)) >= 3, caller  # no line written twice
+    assert record["end_reason"] == "end_call"
