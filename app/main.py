@@ -131,7 +131,8 @@ async def serve(settings: Settings) -> None:
     )
     # SIGTERM/SIGINT drain the calls first (app.runtime.drain), then uvicorn stops.
     server = DrainingServer(
-        config, ctx.calls, settings.server.drain_timeout_s, settings.ops.drain_grace_s
+        config, ctx.calls, settings.server.drain_timeout_s, settings.ops.drain_grace_s,
+        handover=settings.server.drain_handover,
     )
     event(log, "listening", host=settings.server.host, port=settings.server.port)
     internal = _metrics_server(ctx)

@@ -99,6 +99,7 @@ class Settings:
             metrics_host=e.opt("METRICS_HOST") or e.str("HOST", "127.0.0.1"),
             http_header_timeout_s=e.float("HTTP_HEADER_TIMEOUT_S", 10.0, 0.5, 300),
             http_body_timeout_s=e.float("HTTP_BODY_TIMEOUT_S", 10.0, 0.5, 300),
+            drain_handover=e.bool("DRAIN_HANDOVER", e.bool("MULTI_INSTANCE", on_fly)),
         )
         twilio = TwilioSettings(
             account_sid=e.opt("TWILIO_ACCOUNT_SID"),

@@ -33,6 +33,10 @@ class ServerSettings:
     # A request's head, and then its body, must arrive within these (slow-loris peers)
     http_header_timeout_s: float = 10.0
     http_body_timeout_s: float = 10.0
+    # On SIGTERM, phone calls are handed to another instance at their next quiet moment
+    # (their stream closes; Twilio's <Connect action> reaches a healthy instance) instead of
+    # being waited for. Default: on with several instances, where there is one to take them.
+    drain_handover: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,6 +30,7 @@ from app.core.providers import CallInfo
 from app.core.records import CallEnded, CallEvent, TurnMetrics, Usage
 from app.logs import event, get_logger
 from app.ops import pricing
+from app.runtime.usage import add
 from app.transports.peers import bearer_ok
 from telephony.security import is_loopback
 
@@ -139,8 +140,9 @@ class Metrics:
             self._turn(record)
         elif isinstance(record, CallEvent):
             self._event(call, record)
-        elif isinstance(record, Usage):
-            self._usage[call.call_id] = record
+        elif isinstance(record, Usage):  # increments: summed per call
+            u = self._usage.get(call.call_id)
+            self._usage[call.call_id] = record if u is None else add(u, record)
         elif isinstance(record, CallEnded):
             self._ended(call, record)
 

@@ -52,17 +52,25 @@ class CallRegistry:
         self.max_calls = max_calls
         self.draining = False
         self._calls: dict[str, tuple[CallInfo, Any]] = {}
+        self._handovers: dict[str, Callable[[], None]] = {}
         self._changed = asyncio.Event()
 
     def can_admit(self) -> bool:
         return not self.draining and len(self._calls) < self.max_calls
 
-    def add(self, call: CallInfo, runner: Any) -> None:
+    def add(
+        self, call: CallInfo, runner: Any, handover: Callable[[], None] | None = None
+    ) -> None:
+        """``handover``: how the call's transport hands it to another instance on a deploy
+        (a Twilio stream closes at a quiet moment and is resumed elsewhere)."""
         self._calls[call.call_id] = (call, runner)
+        if handover is not None:
+            self._handovers[call.call_id] = handover
         self._changed.set()
 
     def remove(self, call_id: str) -> None:
         self._calls.pop(call_id, None)
+        self._handovers.pop(call_id, None)
         self._changed.set()
 
     def get(self, call_id: str) -> Any | None:
@@ -77,6 +85,9 @@ class CallRegistry:
 
     def calls(self) -> list[CallInfo]:
         return [c for c, _ in self._calls.values()]
+
+    def handovers(self) -> list[Callable[[], None]]:
+        return list(self._handovers.values())
 
     def runners(self) -> list[Any]:
         return [r for _, r in self._calls.values()]
@@ -155,10 +166,16 @@ class AppContext:
             plan.bind(runner)
         return runner
 
-    async def run_call(self, call: CallInfo, sink: Any, runner: Any | None = None) -> None:
+    async def run_call(
+        self,
+        call: CallInfo,
+        sink: Any,
+        runner: Any | None = None,
+        handover: Callable[[], None] | None = None,
+    ) -> None:
         """Run a call to its end, registered for drain. The transport awaits this."""
         runner = runner or self.new_runner(call, sink)
-        self.calls.add(call, runner)
+        self.calls.add(call, runner, handover)
         try:
             await runner.run()
         finally:

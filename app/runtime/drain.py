@@ -39,8 +39,11 @@ class Drainer:
         timeout_s: float,
         grace_s: float,
         on_done: Callable[[], None] | None = None,
+        handover: bool = False,
     ) -> None:
         self.calls = calls
+        self.handover = handover
+        self.handed_over = 0
         self.timeout_s = timeout_s
         self.grace_s = grace_s
         self.on_done = on_done
@@ -64,6 +67,17 @@ class Drainer:
 
     async def _run(self) -> None:
         at_start = len(self.calls)
+        if self.handover:
+            # Calls that can go on elsewhere are handed over at their next quiet moment; the
+            # rest (web calls) drain as before.
+            handovers = self.calls.handovers()
+            self.handed_over = len(handovers)
+            for hand_over in handovers:
+                try:
+                    hand_over()
+                except Exception:
+                    log.exception("drain_handover_failed")
+            event(log, "drain_handover", calls=len(handovers))
         try:
             if not await self.calls.wait_empty(self.timeout_s):
                 runners = self.calls.runners()
@@ -77,9 +91,10 @@ class Drainer:
                 if not await self.calls.wait_empty(self.grace_s):
                     self.left_over = len(self.calls)
                     event(log, "drain_calls_left", live_calls=self.left_over)
-            self.ended_naturally = at_start - self.told_goodbye
+            self.ended_naturally = at_start - self.told_goodbye - self.handed_over
             event(log, "drain_finished", ended_naturally=self.ended_naturally,
-                  told_goodbye=self.told_goodbye, left_over=self.left_over)
+                  handed_over=self.handed_over, told_goodbye=self.told_goodbye,
+                  left_over=self.left_over)
         finally:
             self.done.set()
             if self.on_done is not None:
@@ -97,9 +112,10 @@ class DrainingServer(uvicorn.Server):
     """uvicorn server whose SIGTERM/SIGINT first drains the calls, then stops serving."""
 
     def __init__(self, config: uvicorn.Config, calls: CallRegistry, timeout_s: float,
-                 grace_s: float) -> None:
+                 grace_s: float, handover: bool = False) -> None:
         super().__init__(config)
-        self.drainer = Drainer(calls, timeout_s, grace_s, on_done=self._drained)
+        self.drainer = Drainer(calls, timeout_s, grace_s, on_done=self._drained,
+                               handover=handover)
 
     def _drained(self) -> None:
         self.should_exit = True

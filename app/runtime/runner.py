@@ -63,6 +63,7 @@ from app.core.session import Session
 from app.logs import bind_call, event, get_logger
 from app.runtime.hooks import CallHooks
 from app.runtime.mailbox import Mailbox
+from app.runtime.usage import UsageMeter, add
 
 log = get_logger(__name__)
 QUIET_EVENTS = frozenset({"dtmf"})
@@ -126,9 +127,7 @@ class CallRunner:
         self._tts_format = sink.format if sink.format in tts_formats else CANONICAL
         if self._tts_format not in tts_formats:
             self._tts_format = tts_formats[0]
-        self._usage = Usage()
-        self._stt_ms = 0.0
-        self._tts_chars = 0
+        self.meter = UsageMeter()
 
     # ------------------------------------------------------------ transport-facing API
 
@@ -137,7 +136,7 @@ class CallRunner:
         if self.ended:
             return
         if self._stt is not None:
-            self._stt_ms += chunk.duration_ms
+            self.meter.stt_ms += chunk.duration_ms
             try:
                 await self._stt.send(self._stt_in.chunk(chunk))
             except Exception as exc:
@@ -211,7 +210,7 @@ class CallRunner:
         try:
             while self._stt_backlog:  # audio that arrived while connecting, in order
                 chunk = self._stt_backlog.popleft()
-                self._stt_ms += chunk.duration_ms
+                self.meter.stt_ms += chunk.duration_ms
                 await stream.send(self._stt_in.chunk(chunk))
         except asyncio.CancelledError:
             await stream.aclose()  # the call ended while we caught up: nobody else will
@@ -354,7 +353,7 @@ class CallRunner:
 
     async def _synthesize(self, speak: Speak) -> None:
         convert = Converter(self._tts_format, self.sink.format)
-        self._tts_chars += len(speak.text)
+        self.meter.tts_chars += len(speak.text)
         stream = self.providers.tts.synthesize(speak.text, self._tts_format).__aiter__()
         first = True
         while True:
@@ -411,42 +410,35 @@ class CallRunner:
                 fallback=record.fallback,
                 **record.stages_ms(),
             )
+            self._notify(record)
+            # Usage so far goes out with every turn: a call that goes on elsewhere after a
+            # crash keeps what it had spent.
+            self._report_usage()
+            return
         elif isinstance(record, CallEvent):
             self.events.append(record)
             # A keypad entry is one event per key: counted on the record, logged at debug.
             level = logging.DEBUG if record.kind in QUIET_EVENTS else logging.INFO
             event(log, record.kind, level, **record.detail)
         elif isinstance(record, Usage):
-            u = self._usage
-            self._usage = Usage(
-                u.llm_input_tokens + record.llm_input_tokens,
-                u.llm_output_tokens + record.llm_output_tokens,
-                u.llm_cached_tokens + record.llm_cached_tokens,
-            )
-            return  # aggregated; observers get the total at the end
+            self.meter.llm = add(self.meter.llm, record)
+            return  # aggregated; observers get it with each turn and at the end
         elif isinstance(record, CallEnded):
             self.ended = True
             self.end_reason = record.reason
-            self._notify(self.usage)
+            self._report_usage()
             event(log, "call_ended", reason=record.reason, turns=len(self.turns))
         self._notify(record)
 
     @property
     def usage(self) -> Usage:
-        u = self._usage
-        return Usage(
-            u.llm_input_tokens,
-            u.llm_output_tokens,
-            u.llm_cached_tokens,
-            stt_seconds=round(self._stt_seconds(), 3),
-            tts_characters=self._tts_chars,
-        )
+        return self.meter.total(self._stt)
 
-    def _stt_seconds(self) -> float:
-        """Billed recogniser audio: the stream's own count when it keeps one (a reconnect
-        resends audio), else the caller audio we forwarded."""
-        billed = getattr(self._stt, "audio_seconds", None)
-        return float(billed) if isinstance(billed, int | float) else self._stt_ms / 1000.0
+    def _report_usage(self) -> None:
+        """Observers get usage as increments (what was not reported yet)."""
+        delta = self.meter.unreported(self._stt)
+        if delta is not None:
+            self._notify(delta)
 
     def _notify(self, record: Any) -> None:
         for observer in self.observers:

@@ -77,6 +77,7 @@ class SimulatedCall:
         self._t0 = self._loop.time()  # reset when ``start`` goes out: all times are relative
         self._stream_t0 = 0.0  # when the current stream started (a call may have several)
         self._next_line = 0  # the caller's next line (a new stream goes on from there)
+        self._gap_from: float | None = None  # the agent's last audio before a new stream
         self._msgs: TwilioMessages | None = None
         self._ws: ClientConnection | None = None
         self._closed = asyncio.Event()  # either side ended the stream
@@ -135,6 +136,8 @@ class SimulatedCall:
         self._next_line = 0
         while True:
             await self._stream(stream, clips)
+            # The caller heard the agent until its buffered audio ran out or the stream ended.
+            self._gap_from = min(max(self._last_media, self.playback.play_end), self._now())
             # Like Twilio: when the stream ends, the <Connect action> is asked what comes next.
             if stream.action is None or self.result.hangup == "caller":
                 return
@@ -431,6 +434,9 @@ class SimulatedCall:
             self._violate(now, exc.kind, exc.detail)
             return
         if isinstance(ev, AgentMedia):
+            if self._gap_from is not None:
+                self.result.resume_gaps_ms.append(round((now - self._gap_from) * 1000, 1))
+                self._gap_from = None
             turn = self.result.turns[self._audio_turn]
             if turn.first_audio is None:
                 turn.first_audio = now

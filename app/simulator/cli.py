@@ -168,6 +168,9 @@ def show(console: Console, result: CallResult) -> None:
     summary.append(f"hung up by {result.hangup}")
     if result.after_streams:  # what the <Connect action> answered after each stream
         summary.append("after the stream: " + ", ".join(result.after_streams))
+    if result.resume_gaps_ms:
+        summary.append("silence across the move: " + ", ".join(
+            _ms(gap) for gap in result.resume_gaps_ms))
     console.print(" · ".join(summary), style="dim")
     if result.wav_path is not None:
         console.print(f"Recording: {escape(str(result.wav_path))}", style="dim")

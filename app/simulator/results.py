@@ -81,6 +81,9 @@ class CallResult:
     # Twilio's <Connect action> requests after each stream ended, and what each answered:
     # "hangup", "stream" (the call went on over a new stream) or an error.
     after_streams: list[str] = field(default_factory=list)
+    # For each new stream: ms from the agent's last audio on the old one to its first audio
+    # on the new one (the silence the caller heard across the move).
+    resume_gaps_ms: list[float] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:

@@ -77,6 +77,9 @@ class CallRecordObserver:
         self._seq: dict[tuple[str, str], int] = {}
         self._task: asyncio.Task[None] | None = None
         self._closing = False
+        # A transcript line is written at once, not after the gather window: it is what a
+        # call resumed elsewhere after a crash goes on from (a few lines per turn: cheap).
+        self._urgent = False
 
     # ----------------------------------------------------------------- producer side
 
@@ -104,6 +107,7 @@ class CallRecordObserver:
             for key in [k for k in self._seq if k[0] == cid]:
                 del self._seq[key]
         elif isinstance(record, rec.TranscriptLine):
+            self._urgent = True
             self._put(
                 _Row(
                     cid,
@@ -200,11 +204,12 @@ class CallRecordObserver:
                     self._idle.set()
                     self._wake.clear()
                     await self._wake.wait()
-                    if not self._closing and self.gather_s > 0:
+                    if not self._closing and self.gather_s > 0 and not self._urgent:
                         # Gather what other calls record meanwhile into the same transaction:
                         # one write per window instead of one per record keeps the database's
                         # cost flat as calls are added; a crash still loses only this window.
                         await asyncio.sleep(self.gather_s)
+                self._urgent = False
                 essential, self._essential = self._essential, []
                 while len(rows) < self.batch_size and not self._queue.empty():
                     rows.append(self._queue.get_nowait())

@@ -57,6 +57,7 @@ FALLBACK_MESSAGE = "Sorry, we cannot take your call right now. Please try again 
 MAX_WEBHOOK_BYTES = 64 * 1024  # Twilio's voice webhook is a few hundred bytes of form fields
 START_TIMEOUT_S = 10.0  # Twilio sends connected+start at once; a silent socket is not Twilio
 FINISH_GRACE_S = 5.0  # after the stream ends, time the runner gets to write its records
+HANDOVER_WAIT_S = 4.0  # on a deploy, the longest a call waits for a quiet moment to move
 # An answered call holds its slot until its stream starts (Twilio connects within a second or
 # two), so a burst of webhooks cannot admit more calls than the limit.
 RESERVATION_S = 30.0
@@ -297,6 +298,7 @@ class _MediaSocket:
         self.sink = TwilioSink(websocket, self.stream)
         self.runner: Any = None
         self.task: asyncio.Task[None] | None = None
+        self._handover: asyncio.Task[None] | None = None
         self.media_in = 0
         self.bytes_in = 0
 
@@ -362,6 +364,9 @@ class _MediaSocket:
         refusal = "" if check is TokenCheck.OK else f"token {check.value}"
         if not refusal and self.ctx.calls.get(start.call_sid) is not None:
             refusal = "call already has a stream"  # a replayed start for a live call
+        if not refusal and self.ctx.calls.draining and self.ctx.settings.server.drain_handover:
+            # handing calls over: Twilio's <Connect action> asks again and reaches another one
+            refusal = "draining"
         if refusal:
             event(log, "twilio_stream_refused", logging.WARNING, reason=refusal)
             await self.sink.close(CLOSE_POLICY, "stream refused")
@@ -412,12 +417,29 @@ class _MediaSocket:
         try:
             # Same step as run_call's registration: the slot moves from reserved to live.
             self.edge.release(call.call_id)
-            await self.ctx.run_call(call, self.sink, self.runner)
+            await self.ctx.run_call(call, self.sink, self.runner, handover=self.hand_over)
         finally:
             # However the call ended, end the stream too, so Twilio moves on.
             await self.sink.hangup("call ended")
 
+    def hand_over(self) -> None:
+        """A deploy: close this stream at the call's next quiet moment (the agent not
+        speaking, or after ``HANDOVER_WAIT_S``), not as an end of the call: Twilio's
+        ``<Connect action>`` request then reaches a healthy instance, which resumes it."""
+        if self._handover is None:
+            self._handover = asyncio.create_task(self._hand_over(), name="handover")
+
+    async def _hand_over(self) -> None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(HANDOVER_WAIT_S):
+                await self.runner.quiet.wait()
+        event(log, "twilio_call_handed_over", quiet=self.runner.quiet.is_set())
+        await self.sink.close(CLOSE_NORMAL, "handed over")
+
     async def _finish(self, reason: str) -> None:
+        if self._handover is not None and not self._handover.done():
+            self._handover.cancel()
+            await asyncio.gather(self._handover, return_exceptions=True)
         task = self.task
         if task is not None:
             try:
