@@ -114,3 +114,11 @@ def test_public_web_calls_default_off_once_credits_are_spent():
     assert Settings.from_env({"ANTHROPIC_API_KEY": "k"}).webrtc.public is False
     assert Settings.from_env({"TTS_PROVIDER": "elevenlabs"}).webrtc.public is False
     assert Settings.from_env({"ANTHROPIC_API_KEY": "k", "WEBRTC_PUBLIC": "true"}).webrtc.public
+
+
+def test_deploys_hand_calls_over_where_there_is_another_instance():
+    assert Settings.from_env({}).server.drain_handover is False  # one machine: wait, as before
+    assert Settings.from_env({"FLY_APP_NAME": "voice", **SHARED}).server.drain_handover
+    assert not Settings.from_env(
+        {"FLY_APP_NAME": "voice", **SHARED, "DRAIN_HANDOVER": "false"}
+    ).server.drain_handover
