@@ -131,13 +131,17 @@ def conference_brief(room: str, brief: str) -> str:
 
 
 def play_digits_then_stream(
-    digits: str, ws_url: str, parameters: Mapping[str, str] | None = None
+    digits: str,
+    ws_url: str,
+    parameters: Mapping[str, str] | None = None,
+    action: str | None = None,
 ) -> str:
-    """Press keys on the line (``w`` = wait 0.5 s), then reconnect the media stream."""
+    """Press keys on the line (``w`` = wait 0.5 s), then reconnect the media stream (with the
+    same ``<Connect action>`` as every stream)."""
     if not _DIGITS.match(digits):
         raise ValueError("digits must be 0-9, *, # or w (wait), at most 64")
     response = VoiceResponse()
     response.play(digits=digits.lower())
-    response.append(_stream(ws_url, parameters))
+    response.append(_stream(ws_url, parameters, action))
     response.hangup()
     return str(response)

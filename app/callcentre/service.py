@@ -198,7 +198,8 @@ class CallCentre:
             return
         try:
             document = twiml.play_digits_then_stream(
-                digits, stream_url(public + VOICE_PATH, MEDIA_PATH), self._stream_parameters(f)
+                digits, stream_url(public + VOICE_PATH, MEDIA_PATH), self._stream_parameters(f),
+                action=public + paths.STREAM_ENDED,
             )
         except ValueError:
             event(log, "send_digits_refused", reason="bad digits", length=len(digits))

@@ -57,6 +57,7 @@ async def test_send_digits_plays_keys_then_reconnects_and_the_call_continues(tmp
     assert doc[0].get("digits") == "2w#"
     stream = doc.find("Connect/Stream")
     assert stream is not None and stream.get("url") == "wss://agent.example.com/twilio/media"
+    assert doc.find("Connect").get("action") == "https://agent.example.com/twilio/stream-ended"
     params = {p.get("name"): p.get("value") for p in stream.findall("Parameter")}
     assert params["agent"] == "ivr" and params["to"] == OUR_NUMBER
     tokens = StreamTokens.from_auth_token(TOKEN, 120)

@@ -194,28 +194,28 @@ async def test_a_call_survives_the_sigkill_of_its_server(tmp_path, pg_url) -> No
 
 
 async def test_a_sigterm_hands_live_calls_over(tmp_path, pg_url) -> None:  # noqa: F811
+    """Three calls live on one instance; a second one joins the pool; the first gets SIGTERM."""
     sids = ["CA" + secrets.token_hex(16) for _ in range(3)]
     async with two_servers(tmp_path, pg_url, DRAIN_HANDOVER="true") as (a, b, balancer):
+        balancer.backends.remove(b)  # every call starts on a
         calls = [
             asyncio.create_task(simulate_call(balancer.url, SHORT, options(sid))) for sid in sids
         ]
-        holders = [await wait_live([a, b], sid) for sid in sids]
-        target = max((a, b), key=holders.count)  # the instance with more calls
-        moving = [sid for sid, h in zip(sids, holders, strict=True) if h is target]
-        target.signal(signal.SIGTERM)
+        assert [await wait_live([a, b], sid) for sid in sids] == [a, a, a]
+        balancer.backends.append(b)
+        a.signal(signal.SIGTERM)
         signalled = time.monotonic()
-        code = await target.wait(30)
+        code = await a.wait(30)
         exited_in = time.monotonic() - signalled
         results = await asyncio.gather(*calls)
-        other = b if target is a else a
-        records = [await record_of(other, sid) for sid in sids]
-    gaps = {sid[-6:]: r.resume_gaps_ms for sid, r in zip(sids, results, strict=True)}
-    print(f"\nSIGTERM with {len(moving)} of 3 calls on the instance: exited {code} in "
-          f"{exited_in:.1f} s; silence across each move (ms): {gaps}")
+        records = [await record_of(b, sid) for sid in sids]
+    gaps = [r.resume_gaps_ms for r in results]
+    print(f"\nSIGTERM with 3 calls live: exited {code} in {exited_in:.1f} s; silence across "
+          f"each move (ms): {gaps}")
     assert code == 0 and exited_in < 30
-    for sid, result, record in zip(sids, results, records, strict=True):
+    for result, record in zip(results, records, strict=True):
         assert result.error is None, result.error
-        assert not any(t.timed_out for t in result.turns), sid
-        assert result.after_streams[-1] == "hangup"
-        assert ("stream" in result.after_streams) == (sid in moving)
+        assert not any(t.timed_out for t in result.turns)  # nobody was cut off
+        assert result.after_streams == ["stream", "hangup"]
+        assert len(result.resume_gaps_ms) == 1
         assert record["end_reason"] == "end_call"  # every call reached its own goodbye
