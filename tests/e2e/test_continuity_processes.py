@@ -151,16 +151,24 @@ async def two_servers(tmp_path, url: str, **env: str):
         await a.stop()
 
 
-async def test_a_call_survives_the_sigkill_of_its_server(tmp_path, pg_url) -> None:  # noqa: F811
+@pytest.mark.parametrize(
+    ("turns", "then_s"),
+    [(1, 0.0), (2, 1.5)],
+    ids=["mid-reply", "later-mid-call"],  # as the first answer starts / a turn later
+)
+async def test_a_call_survives_the_sigkill_of_its_server(
+    tmp_path, pg_url, turns, then_s  # noqa: F811
+) -> None:
     sid = "CA" + secrets.token_hex(16)
     async with two_servers(tmp_path, pg_url) as (a, b, balancer):
         call = asyncio.create_task(simulate_call(balancer.url, BOOKING, options(sid)))
         try:
-            holder = await wait_live([a, b], sid, turns=1)  # mid-call: the first answer is out
+            holder = await wait_live([a, b], sid, turns=turns)
         except AssertionError:
             if call.done():
                 raise AssertionError(f"the call ended early: {call.result()}") from None
             raise
+        await asyncio.sleep(then_s)
         holder.proc.kill()
         killed_at = time.monotonic()
         survivor = b if holder is a else a
