@@ -124,6 +124,14 @@ class TokenCheck(enum.Enum):
     EXPIRED = "expired"
 
 
+def _derived_key(auth_token: str | None, purpose: bytes) -> bytes:
+    """A key for ``purpose`` from the auth token, so every instance behind a load balancer
+    agrees; without one, a random per-process key (then it verifies on this process only)."""
+    if auth_token:
+        return hmac.new(auth_token.encode("utf-8"), purpose, hashlib.sha256).digest()
+    return secrets.token_bytes(32)
+
+
 @dataclass(frozen=True, slots=True)
 class StreamTokens:
     """Short-lived tokens binding a Media Stream to the CallSid our webhook answered.
@@ -141,13 +149,7 @@ class StreamTokens:
     def from_auth_token(cls, auth_token: str | None, ttl_s: int) -> StreamTokens:
         """Key derived from the auth token, so every instance behind a load balancer agrees;
         without one, a random per-process key (then the stream must reach this process)."""
-        if auth_token:
-            key = hmac.new(
-                auth_token.encode("utf-8"), b"voice-agent/stream-token/v1", hashlib.sha256
-            ).digest()
-        else:
-            key = secrets.token_bytes(32)
-        return cls(key=key, ttl_s=ttl_s)
+        return cls(key=_derived_key(auth_token, b"voice-agent/stream-token/v1"), ttl_s=ttl_s)
 
     def issue(self, call_sid: str, now: float) -> str:
         expiry = int(now) + self.ttl_s
@@ -263,13 +265,7 @@ class ResumeTokens:
 
     @classmethod
     def from_auth_token(cls, auth_token: str | None, ttl_s: int) -> ResumeTokens:
-        if auth_token:
-            key = hmac.new(
-                auth_token.encode("utf-8"), b"voice-agent/resume-token/v1", hashlib.sha256
-            ).digest()
-        else:
-            key = secrets.token_bytes(32)
-        return cls(key=key, ttl_s=ttl_s)
+        return cls(key=_derived_key(auth_token, b"voice-agent/resume-token/v1"), ttl_s=ttl_s)
 
     def issue(self, call_sid: str, now: float) -> tuple[str, str]:
         """(nonce, token)."""

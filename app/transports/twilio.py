@@ -191,31 +191,11 @@ class TwilioEdge:
         finally:
             call_id_var.reset(token)
 
-    async def fallback(self, request: Request) -> Response:
-        """Twilio's fallback request after the voice webhook failed (it sends ``ErrorCode`` and
-        ``ErrorUrl``): say sorry and pass the caller to ``OVERFLOW_NUMBER``, or hang up."""
-        body = await _read_body(request, MAX_WEBHOOK_BYTES)
-        try:
-            params = parse_qsl((body or b"").decode("utf-8"), keep_blank_values=True)
-        except (UnicodeDecodeError, ValueError):
-            return Response(status_code=400)
-        fields = dict(params)
-        call_sid = fields.get("CallSid", "")
-        with bind_call(call_sid if _CALL_SID.match(call_sid) else None):
-            url = self._url(request)
-            refusal = self._refusal(request, url, params)
-            if body is None or refusal:
-                event(log, "twilio_webhook_rejected", logging.WARNING, route="fallback",
-                      reason=refusal or "body too large")  # fmt: skip
-                return Response(status_code=403 if refusal else 413)
-            event(log, "twilio_fallback", logging.ERROR,
-                  error_code=fields.get("ErrorCode", "")[:10],
-                  error_url=fields.get("ErrorUrl", "")[:200])  # fmt: skip
-            return _xml(reject_busy(FALLBACK_MESSAGE, self.ctx.settings.ops.overflow_number))
-
-    async def stream_ended(self, request: Request) -> Response:
-        """Twilio's ``<Connect action>`` request: the stream of a call ended. Hang up a call
-        that is over; connect a new stream to any other (``app.transports.twilio_resume``)."""
+    async def _signed_form(
+        self, request: Request, route: str
+    ) -> tuple[dict[str, str], str] | Response:
+        """A Twilio callback's form fields and the URL it signed, read within its bound and
+        checked before anything is done with it; or the refusal to answer."""
         body = await _read_body(request, MAX_WEBHOOK_BYTES)
         try:
             params = parse_qsl((body or b"").decode("utf-8"), keep_blank_values=True)
@@ -227,11 +207,34 @@ class TwilioEdge:
             url = self._url(request)
             refusal = self._refusal(request, url, params)
             if body is None or refusal or not _CALL_SID.match(call_sid):
-                event(log, "twilio_webhook_rejected", logging.WARNING, route="stream-ended",
+                event(log, "twilio_webhook_rejected", logging.WARNING, route=route,
                       reason=refusal or ("body too large" if body is None else "bad CallSid"))
-                return Response(status_code=403 if refusal else 400)
-            twiml = await self.continuity.after_stream(fields, url, ws_url_for(url, MEDIA_PATH))
-            return _xml(twiml)
+                return Response(status_code=403 if refusal else 413 if body is None else 400)
+        return fields, url
+
+    async def fallback(self, request: Request) -> Response:
+        """Twilio's fallback request after the voice webhook failed (it sends ``ErrorCode`` and
+        ``ErrorUrl``): say sorry and pass the caller to ``OVERFLOW_NUMBER``, or hang up."""
+        checked = await self._signed_form(request, "fallback")
+        if isinstance(checked, Response):
+            return checked
+        fields, _ = checked
+        with bind_call(fields["CallSid"]):
+            event(log, "twilio_fallback", logging.ERROR,
+                  error_code=fields.get("ErrorCode", "")[:10],
+                  error_url=fields.get("ErrorUrl", "")[:200])  # fmt: skip
+        return _xml(reject_busy(FALLBACK_MESSAGE, self.ctx.settings.ops.overflow_number))
+
+    async def stream_ended(self, request: Request) -> Response:
+        """Twilio's ``<Connect action>`` request: the stream of a call ended. Hang up a call
+        that is over; connect a new stream to any other (``app.transports.twilio_resume``)."""
+        checked = await self._signed_form(request, "stream-ended")
+        if isinstance(checked, Response):
+            return checked
+        fields, url = checked
+        with bind_call(fields["CallSid"]):
+            ws_url = ws_url_for(url, MEDIA_PATH)
+            return _xml(await self.continuity.after_stream(fields, url, ws_url))
 
     def _answer(self, call: CallInfo, url: str) -> Response:
         caller, callee = mask_phone(call.from_number), mask_phone(call.to_number)

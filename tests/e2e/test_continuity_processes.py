@@ -90,19 +90,6 @@ class Balancer:
         await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
 
 
-async def live_on(servers: list[ServerProcess], sid: str) -> ServerProcess | None:
-    async with httpx.AsyncClient(timeout=2) as client:
-        for server in servers:
-            if server.proc.returncode is not None:
-                continue
-            with contextlib.suppress(httpx.HTTPError):
-                live = (await client.get(server.url + "/api/live")).json()
-                for call in live["calls"]:
-                    if call["id"] == sid:
-                        return server
-    return None
-
-
 async def wait_live(servers: list[ServerProcess], sid: str, turns: int = 0) -> ServerProcess:
     async with httpx.AsyncClient(timeout=2) as client:
         for _ in range(600):
