@@ -21,6 +21,7 @@ from app.agents.config import Agent
 from app.callcentre.digits import DigitCollector, FieldRequest
 from app.core.audio import AudioChunk
 from app.core.providers import CallInfo, ToolCall
+from app.core.records import CallEvent
 from app.logs import event, get_logger
 
 log = get_logger(__name__)
@@ -115,9 +116,12 @@ class KeypadFields:
         # Only the field's name and length are logged: the digits may be an account number.
         event(log, "digits_collected", field=result.name[:40], length=len(result.digits),
               ended_by=result.ended_by)  # fmt: skip
+        runner = self.features.runner
         if result.digits:
             self.features.fields[result.name] = result.digits
-        runner = self.features.runner
+            if runner is not None:  # its name on the record (never the digits): a call that
+                # goes on elsewhere after a crash still knows which fields it has
+                runner.note(CallEvent("keypad_field", self._now(), {"name": result.name[:40]}))
         if runner is not None:
             runner.keys("".join(result.keys()))
 

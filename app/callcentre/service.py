@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from app.agents.build import script_for, with_voice
@@ -28,7 +27,7 @@ from app.callcentre.rest import CallControl, CallControlError
 from app.campaigns.tools import SET_OUTCOME, apply_outcome
 from app.core.providers import CallInfo, Message, ToolCall
 from app.logs import event, get_logger, mask_phone
-from app.runtime.hooks import CallHooks, CallPlan
+from app.runtime.hooks import CallHooks, CallPlan, Resumed
 from telephony import paths
 from telephony.security import StreamTokens, stream_parameters, stream_url
 from twiml import voice as twiml
@@ -70,7 +69,7 @@ class CallCentre:
         campaign = call.variables.get("campaign") or call.variables.get("campaign_id")
         return self.book.select(to_number=ours, campaign=campaign, parameter=parameter)
 
-    def plan(self, call: CallInfo, sink: Any, resumed: Sequence[Message] = ()) -> CallPlan:
+    def plan(self, call: CallInfo, sink: Any, resumed: Resumed | None = None) -> CallPlan:
         """How this call runs: its agent's script and voice (the process's providers, failover
         included, in that voice), the tools and keypad, recording, transfer and the post-call
         job as hooks, and the conversation so far when the call continues on a new stream."""
@@ -94,8 +93,10 @@ class CallCentre:
         if history is not None:
             script = dataclasses.replace(script, greeting="")  # same call: no second hello
         elif resumed:  # the stream dropped: say so, and go on from what was heard
-            history, script = list(resumed), script.resumed()
+            history, script = list(resumed.history), script.resumed()
         f = CallFeatures(call, name, agent)
+        if resumed:  # the names only: the digits went to the model, never to the store
+            f.fields = dict.fromkeys(resumed.keypad_fields, "")
         f.keypad = KeypadFields(f)
 
         def bind(runner: Any) -> None:

@@ -8,20 +8,23 @@ reach them all.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from app.config import Settings
-from app.core.providers import CallInfo, LanguageModel, Message, SpeechToText, TextToSpeech
+from app.core.providers import CallInfo, LanguageModel, SpeechToText, TextToSpeech
 from app.logs import event, get_logger
 
-if TYPE_CHECKING:  # the features' types, for annotations only: runtime imports no feature
+if TYPE_CHECKING:
     from app.callcentre import CallCentre
     from app.campaigns.engine import CampaignSupervisor
     from app.ops.metrics import Metrics, Pricer
     from app.ops.zombies import ZombieSweeper
     from app.outbound.service import OutboundService
+    from app.runtime.hooks import (
+        Resumed,  # the features' types, for annotations only: runtime imports no feature
+    )
     from app.store import CallRecordObserver, Store
     from app.transports.webrtc import WebRtcManager
 
@@ -136,20 +139,20 @@ class AppContext:
         self.campaigns: CampaignSupervisor | None = None  # dials running campaigns
         self.zombie_sweeper: ZombieSweeper | None = None
 
-    def new_runner(self, call: CallInfo, sink: Any, history: Sequence[Message] = ()) -> Any:
+    def new_runner(self, call: CallInfo, sink: Any, resumed: Resumed | None = None) -> Any:
         """The one factory of call runners: the call-centre layer (agent profiles), when it is
         on, plans the call; the runner is made from the plan the same way either way.
-        ``history``: the call goes on after its stream dropped (the conversation so far)."""
+        ``resumed``: the call goes on after its stream dropped (what it had so far)."""
         from app.runtime.hooks import CallPlan
         from app.runtime.runner import CallRunner
 
         if self.callcentre is not None:
-            plan = self.callcentre.plan(call, sink, history)
+            plan = self.callcentre.plan(call, sink, resumed)
         else:
             script = self.settings.agent.script()
             plan = CallPlan(
-                call, sink, script.resumed() if history else script, self.providers,
-                history=tuple(history),
+                call, sink, script.resumed() if resumed else script, self.providers,
+                history=resumed.history if resumed else (),
             )
         runner = CallRunner(
             call=plan.call,

@@ -29,6 +29,14 @@ class CallHooks:
     finished: Callable[[Any], None] | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Resumed:
+    """A call that goes on over a new stream after its stream dropped: what it had so far."""
+
+    history: tuple[Any, ...]  # Message: the conversation as the caller heard it
+    keypad_fields: tuple[str, ...] = ()  # names of the keypad fields already collected
+
+
 @dataclass(slots=True)
 class CallPlan:
     """Everything a call's runner is made from: what ``AppContext.new_runner`` builds, the same

@@ -160,6 +160,10 @@ class CallRunner:
         for key in keys:
             self._post(DtmfDigit(key))
 
+    def note(self, record: CallEvent) -> None:
+        """A feature's event on the call's record (a keypad field collected, ...)."""
+        self._emit(record)
+
     def remote_hangup(self, reason: str = "caller hung up") -> None:
         self._post(RemoteHangup(reason))
 

@@ -25,6 +25,7 @@ class CallSoFar:
     next_transcript_seq: int
     next_event_seq: int
     resumes: int  # streams this call has been resumed on, this one included
+    keypad_fields: list[str]  # names of the keypad fields collected so far (never the digits)
 
 
 async def mark_ended_on_purpose(db: Database, call_id: str, reason: str, now: float) -> None:
@@ -101,6 +102,13 @@ async def call_so_far(db: Database, call_id: str) -> CallSoFar | None:
                 sa.select(sa.func.max(call_events.c.seq)).where(call_events.c.call_id == call_id)
             )
         ).scalar_one()
+        fields = (
+            await conn.execute(
+                sa.select(call_events.c.detail).where(
+                    call_events.c.call_id == call_id, call_events.c.kind == "keypad_field"
+                ).order_by(call_events.c.seq)
+            )
+        ).scalars().all()
         resumes = (
             await conn.execute(
                 sa.select(sa.func.count()).select_from(stream_resumes).where(
@@ -115,4 +123,5 @@ async def call_so_far(db: Database, call_id: str) -> CallSoFar | None:
         )
     next_line = (max(r["seq"] for r in lines) + 1) if lines else 0
     next_event = 0 if last_event is None else last_event + 1
-    return CallSoFar(dict(row), lines, next_line, next_event, int(resumes))
+    names = [str(d.get("name")) for d in fields if isinstance(d, dict) and d.get("name")]
+    return CallSoFar(dict(row), lines, next_line, next_event, int(resumes), names)

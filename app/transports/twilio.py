@@ -374,10 +374,10 @@ class _MediaSocket:
             event(log, "twilio_stream_refused", logging.WARNING, reason=refusal)
             await self.sink.close(CLOSE_POLICY, "stream refused")
             return False
-        history: list[Any] = []
+        resumed = None
         agent = params.get("agent")
         if params.get("resume"):
-            refusal, history, row = await self.edge.continuity.restore(
+            refusal, resumed, row = await self.edge.continuity.restore(
                 start.call_sid, params["resume"]
             )
             if refusal:
@@ -389,7 +389,7 @@ class _MediaSocket:
             start.call_sid, params.get("direction"), params.get("from"), params.get("to")
         )
         call = await self._call_context(call, agent)
-        self.runner = self.ctx.new_runner(call, self.sink, history)
+        self.runner = self.ctx.new_runner(call, self.sink, resumed)
         continuity = self.edge.continuity
         self.sink.before_hangup = lambda reason: continuity.ended_on_purpose(call.call_id, reason)
         event(log, "twilio_stream_started", stream_sid=start.stream_sid, tracks=list(start.tracks))

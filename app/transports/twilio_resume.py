@@ -25,6 +25,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from app.core.providers import Message
 from app.logs import event, get_logger
+from app.runtime.hooks import Resumed
 from app.store import continuity
 from telephony import paths
 from telephony.call_status import FINAL_STATUSES
@@ -98,27 +99,29 @@ class Continuity:
 
     # ------------------------------------------------------------ the new stream
 
-    async def restore(self, call_sid: str, token: str) -> tuple[str, list[Message], Any]:
-        """Check a resume token and load the call so far: ("" or why refused, history, row)."""
+    async def restore(self, call_sid: str, token: str) -> tuple[str, Resumed | None, Any]:
+        """Check a resume token and load the call so far: ("" or why refused, what the call
+        had, its row)."""
         check, nonce = self.resume_tokens.verify(token, call_sid, self.now())
         store = self.ctx.store
         if check is not TokenCheck.OK:
-            return f"resume token {check.value}", [], None
+            return f"resume token {check.value}", None, None
         if store is None:
-            return "no store", [], None
+            return "no store", None, None
         if not await continuity.redeem_resume(store.db, call_sid, nonce, self.now()):
-            return "resume token replayed", [], None
+            return "resume token replayed", None, None
         records = self.ctx.call_records
         if records is not None:
             # the dropped stream's last records (its end among them) land before we reopen
             await records.flush(wait_s=2.0)
         so_far = await continuity.call_so_far(store.db, call_sid)
         if so_far is None:
-            return "unknown call", [], None
+            return "unknown call", None, None
         if records is not None:
             records.continue_call(call_sid, so_far.next_transcript_seq, so_far.next_event_seq)
         event(log, "twilio_call_resumed", lines=len(so_far.transcript), resumes=so_far.resumes)
-        return "", history_from(so_far.transcript), so_far.row
+        resumed = Resumed(tuple(history_from(so_far.transcript)), tuple(so_far.keypad_fields))
+        return "", resumed, so_far.row
 
     async def ended_on_purpose(self, call_sid: str, reason: str | None) -> None:
         """Before the stream closes: a call the agent ended stays ended."""

@@ -130,3 +130,20 @@ def test_an_agent_with_its_own_voice_keeps_the_recogniser_failover(tmp_path):
     runner = ctx.new_runner(inbound(), EchoSink())
     assert runner.providers.tts.voice == "en-gb"
     assert runner.providers.stt_fallback is fallback
+
+
+def test_a_resumed_call_keeps_its_agent_history_and_keypad_field_names(tmp_path):
+    from app import callcentre
+    from app.core.providers import Message
+    from app.runtime.hooks import Resumed
+    from tests.callcentre.support import EchoSink, context, inbound
+    from tests.callcentre.support import settings as make_settings
+
+    toml = 'version = 1\ndefault = "a"\n[agents.a]\ngreeting = "Hi from A."\n'
+    ctx = context(make_settings(tmp_path, toml), llm=None)
+    callcentre.install(ctx)
+    history = (Message("assistant", "Hi from A."), Message("user", "My account, please."))
+    runner = ctx.new_runner(inbound(), EchoSink(), Resumed(history, ("account",)))
+    assert list(runner.session.history) == list(history)
+    assert runner.script.greeting == runner.script.recovery  # no second hello
+    assert ctx.callcentre.live[inbound().call_id].fields == {"account": ""}
