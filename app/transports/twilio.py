@@ -4,7 +4,7 @@
 a bidirectional stream carrying a short-lived token bound to the CallSid. ``WS /twilio/media``
 checks the upgrade's signature, runs ``telephony.media_stream`` over the socket, verifies the
 token on ``start``, then runs the call's ``CallRunner`` in a task it owns and feeds it.
-``TwilioSink`` is the runner's way back: audio, marks, clear and hang-up as text frames.
+``TwilioSink`` (``twilio_sink``) is the runner's way back: audio, marks, clear and hang-up.
 
 Without ``TWILIO_AUTH_TOKEN`` nothing can be verified, so both routes serve direct loopback
 peers only (local tests and the simulator) and answer everyone else 403.
@@ -18,21 +18,28 @@ import dataclasses
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qsl
 
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
-from starlette.websockets import WebSocket, WebSocketDisconnect
+from starlette.websockets import WebSocket
 
-from app.core.audio import MULAW_8K, AudioChunk, AudioFormat
+from app.core.audio import MULAW_8K, AudioChunk
 from app.core.providers import CallInfo
 from app.logs import bind_call, call_id_var, event, get_logger, mask_phone, register_secret
 from app.runtime.context import AppContext
 from app.transports.twilio_auth import TwilioAuth
 from app.transports.twilio_resume import Continuity, action_url
+from app.transports.twilio_sink import (
+    CLOSE_INTERNAL,
+    CLOSE_NORMAL,
+    CLOSE_POLICY,
+    CLOSE_PROTOCOL,
+    TwilioSink,
+)
 from telephony import paths
 from telephony.media_stream import (
     Dtmf,
@@ -41,7 +48,6 @@ from telephony.media_stream import (
     MediaStream,
     ProtocolError,
     Start,
-    State,
     Stop,
 )
 from telephony.security import StreamTokens, TokenCheck, stream_parameters
@@ -63,70 +69,6 @@ HANDOVER_WAIT_S = 4.0  # on a deploy, the longest a call waits for a quiet momen
 RESERVATION_S = 30.0
 BUSY_MESSAGE = "Sorry, all of our lines are busy right now. Please call again in a few minutes."
 _CALL_SID = re.compile(r"^CA[0-9a-fA-F]{32}$")
-# Close codes: 1000 normal (Twilio then runs the next TwiML verb), 1002 protocol, 1008 policy.
-CLOSE_NORMAL, CLOSE_PROTOCOL, CLOSE_POLICY, CLOSE_INTERNAL = 1000, 1002, 1008, 1011
-
-
-class TwilioSink:
-    """``AudioSink`` over one Media Streams socket. Safe to use after the socket is gone:
-    frames for a closed or stopped stream are dropped (the caller already hung up)."""
-
-    format: AudioFormat = MULAW_8K
-
-    def __init__(self, websocket: WebSocket, stream: MediaStream) -> None:
-        self._ws = websocket
-        self._stream = stream
-        self._lock = asyncio.Lock()  # frames from the runner and a close from the reader
-        self.closed = False
-        self.close_reason: str | None = None
-        self.frames_sent = 0
-        self.before_hangup: Callable[[str], Awaitable[None]] | None = None
-
-    async def send_audio(self, chunk: AudioChunk) -> None:
-        if chunk.format != MULAW_8K:
-            raise ValueError(f"Twilio plays {MULAW_8K} only, got {chunk.format}")
-        if chunk.data:
-            await self._send(lambda: list(self._stream.media_frames(chunk.data)))
-
-    async def send_mark(self, name: str) -> None:
-        await self._send(lambda: [self._stream.mark_frame(name)])
-
-    async def clear(self) -> None:
-        await self._send(lambda: [self._stream.clear_frame()])
-
-    async def hangup(self, reason: str) -> None:
-        """Close the socket; Twilio then requests the ``<Connect action>``. ``before_hangup``
-        runs first (a call the agent ended is recorded as such, for whichever instance that
-        request reaches)."""
-        if not self.closed and self.before_hangup is not None:
-            await self.before_hangup(reason)
-        await self.close(CLOSE_NORMAL, reason)
-
-    async def close(self, code: int, reason: str) -> None:
-        async with self._lock:
-            if self.closed:
-                return
-            self.closed = True
-            self.close_reason = reason
-            with contextlib.suppress(WebSocketDisconnect, OSError, RuntimeError):
-                # The reason goes to the peer: keep it short and free of call data.
-                await self._ws.close(code=code, reason=reason[:120])
-
-    def mark_gone(self) -> None:
-        """The peer disconnected: later frames are dropped silently."""
-        self.closed = True
-
-    async def _send(self, build: Callable[[], list[str]]) -> None:
-        async with self._lock:
-            if self.closed or self._stream.state is not State.STREAMING:
-                return
-            frames = build()
-            try:
-                for frame in frames:
-                    await self._ws.send_text(frame)
-                    self.frames_sent += 1
-            except (WebSocketDisconnect, OSError, RuntimeError):
-                self.closed = True  # the reader sees the disconnect and ends the call
 
 
 class TwilioEdge:
