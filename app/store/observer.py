@@ -77,8 +77,9 @@ class CallRecordObserver:
         self._seq: dict[tuple[str, str], int] = {}
         self._task: asyncio.Task[None] | None = None
         self._closing = False
-        # A transcript line is written at once, not after the gather window: it is what a
-        # call resumed elsewhere after a crash goes on from (a few lines per turn: cheap).
+        # A transcript line (and a turn's usage) is written at once, not after the gather
+        # window: it is what a call resumed elsewhere after a crash goes on from (a few rows
+        # per turn: cheap).
         self._urgent = False
 
     # ----------------------------------------------------------------- producer side
@@ -141,6 +142,7 @@ class CallRecordObserver:
             self._put(_Row(cid, "event", row, now))
         elif _Usage is not None and isinstance(record, _Usage):
             usage = {f.name: getattr(record, f.name) for f in dataclasses.fields(record)}
+            self._urgent = True  # once per turn: what a resumed call's costs go on from
             self._put(_Row(cid, "usage", {k: v for k, v in usage.items() if v}, now))
         self._poke()
 

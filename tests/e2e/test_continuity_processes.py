@@ -138,24 +138,40 @@ async def two_servers(tmp_path, url: str, **env: str):
         await a.stop()
 
 
+async def heard_agent_lines(servers: list[ServerProcess], sid: str, count: int) -> None:
+    """Until the shared record holds ``count`` agent lines the caller heard in full."""
+    async with httpx.AsyncClient(timeout=2) as client:
+        for _ in range(600):
+            for server in servers:
+                with contextlib.suppress(httpx.HTTPError, ValueError):
+                    record = (await client.get(f"{server.url}/api/calls/{sid}")).json()
+                    agent = [x for x in record.get("transcript", []) if x["role"] == "agent"]
+                    if len(agent) >= count:
+                        return
+            await asyncio.sleep(0.1)
+    raise AssertionError(f"{sid}: fewer than {count} agent lines heard")
+
+
 @pytest.mark.parametrize(
-    ("turns", "then_s"),
-    [(1, 0.0), (2, 1.5)],
-    ids=["mid-reply", "later-mid-call"],  # as the first answer starts / a turn later
+    "moment",
+    # as the first answer starts; or between turns, once the second answer was heard in full
+    ["mid-reply", "between-turns"],
 )
 async def test_a_call_survives_the_sigkill_of_its_server(
-    tmp_path, pg_url, turns, then_s  # noqa: F811
+    tmp_path, pg_url, moment  # noqa: F811
 ) -> None:
     sid = "CA" + secrets.token_hex(16)
     async with two_servers(tmp_path, pg_url) as (a, b, balancer):
         call = asyncio.create_task(simulate_call(balancer.url, BOOKING, options(sid)))
         try:
-            holder = await wait_live([a, b], sid, turns=turns)
+            holder = await wait_live([a, b], sid, turns=1)
+            if moment == "between-turns":
+                # the greeting, the first answer and the whole second one ("... Shall I book it?")
+                await heard_agent_lines([holder], sid, 4)
         except AssertionError:
             if call.done():
                 raise AssertionError(f"the call ended early: {call.result()}") from None
             raise
-        await asyncio.sleep(then_s)
         holder.proc.kill()
         killed_at = time.monotonic()
         survivor = b if holder is a else a
