@@ -73,14 +73,19 @@ class Continuity:
             return self._hang_up("caller gone")
         if store is None:
             return self._hang_up("no store")  # nothing shared to continue from
-        reason = await continuity.ended_on_purpose(store.db, sid)
-        if reason is not None:
-            return self._hang_up(f"ended on purpose: {reason}"[:80])
         now = self.now()
         nonce, token = self.resume_tokens.issue(sid, now)
-        if not await continuity.issue_resume(
-            store.db, sid, nonce, now, window_s=RESUME_WINDOW_S, max_resumes=MAX_RESUMES
-        ):
+        try:
+            reason = await continuity.ended_on_purpose(store.db, sid)
+            allowed = reason is None and await continuity.issue_resume(
+                store.db, sid, nonce, now, window_s=RESUME_WINDOW_S, max_resumes=MAX_RESUMES
+            )
+        except Exception as exc:  # the database is down: a new stream could not be restored
+            event(log, "twilio_resume_failed", logging.ERROR, error=type(exc).__name__)
+            return say_and_hang_up(GIVE_UP)
+        if reason is not None:
+            return self._hang_up(f"ended on purpose: {reason}"[:80])
+        if not allowed:
             event(log, "twilio_resume_refused", logging.WARNING, reason="too many resumes")
             return say_and_hang_up(GIVE_UP)
         outbound = fields.get("Direction", "").startswith("outbound")

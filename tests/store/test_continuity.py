@@ -58,3 +58,30 @@ async def test_the_call_so_far_and_its_guards(store):
     await continuity.mark_ended_on_purpose(db, SID, "end_call", 40.0)
     await continuity.mark_ended_on_purpose(db, SID, "again", 41.0)  # idempotent
     assert await continuity.ended_on_purpose(db, SID) == "end_call"
+
+
+async def test_with_the_database_down_the_call_is_let_go_politely() -> None:
+    """Twilio's <Connect action> request while the database is unreachable: an apology and a
+    hang-up (a new stream could not be restored), not an error page."""
+    import socket
+    import xml.etree.ElementTree as ET
+    from types import SimpleNamespace
+
+    from app.config import Settings
+    from app.store.db import Database
+    from app.transports.twilio_resume import Continuity
+    from telephony.security import StreamTokens
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    db = Database(f"postgres://nobody@127.0.0.1:{port}/calls")
+    ctx = SimpleNamespace(settings=Settings(), store=SimpleNamespace(db=db))
+    try:
+        twiml = await Continuity(ctx, StreamTokens(b"k" * 32, 60)).after_stream(
+            {"CallSid": SID, "CallStatus": "in-progress"}, "https://x.test/twilio/voice",
+            "wss://x.test/twilio/media",
+        )
+    finally:
+        await db.close()
+    assert [c.tag for c in ET.fromstring(twiml)] == ["Say", "Hangup"]
