@@ -366,18 +366,19 @@ class WebRtcManager:
                 event(log, "webrtc_cap_unknown", error=type(exc).__name__)
                 raise SignallingError(503, "busy", "please try again later") from None
         else:
-            day, used = self._today
-            used = used if day == midnight else 0
-            self._today = (midnight, used)
+            used = self._used_here(midnight)
         if used >= cap:
             raise SignallingError(
                 503, "daily_cap", "web calls are closed for today; please try again tomorrow"
             )
 
+    def _used_here(self, midnight: float) -> int:
+        day, used = self._today
+        return used if day == midnight else 0
+
     def _count_today(self) -> None:
         midnight = time.time() // 86_400 * 86_400
-        day, used = self._today
-        self._today = (midnight, (used if day == midnight else 0) + 1)
+        self._today = (midnight, self._used_here(midnight) + 1)
 
     def _check_rate(self, request: Request) -> None:
         ip = client_address(request, self.ctx.settings.server) or "unknown"
