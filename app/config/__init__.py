@@ -130,6 +130,7 @@ class Settings:
                 deepgram_api_key=e.opt("DEEPGRAM_API_KEY"),
                 deepgram_url=e.opt("DEEPGRAM_URL"),
                 deepgram_model=e.str("DEEPGRAM_MODEL", "nova-3"),
+                deepgram_early_end_ms=e.int("DEEPGRAM_EARLY_END_MS", 100, 0, 300),
                 **_flux_settings(e),
                 anthropic_api_key=e.opt("ANTHROPIC_API_KEY"),
                 anthropic_base_url=e.opt("ANTHROPIC_BASE_URL"),
@@ -151,12 +152,18 @@ class Settings:
             policy=_turn_policy(e, d.policy),
             llm_filler_after_s=e.float("LLM_FILLER_AFTER_S", d.llm_filler_after_s, 0.1, 30),
             llm_giveup_after_s=e.float("LLM_GIVEUP_AFTER_S", d.llm_giveup_after_s, 0.5, 60),
+            speculative_reply=e.bool("SPECULATIVE_REPLY", d.speculative_reply),
         )
         webrtc = _webrtc_settings(e, cloud_active=_cloud_active(providers))
         settings = cls(
-            server=server, twilio=twilio, providers=providers, agent=agent, webrtc=webrtc,
+            server=server,
+            twilio=twilio,
+            providers=providers,
+            agent=agent,
+            webrtc=webrtc,
             ops=_ops_settings(e),
-            store=_store_settings(e), outbound=_outbound_settings(e),
+            store=_store_settings(e),
+            outbound=_outbound_settings(e),
             callcentre=_callcentre_settings(e),
         )
         _check_instances(settings)
@@ -168,6 +175,7 @@ def _turn_policy(e: Env, d: TurnPolicy) -> TurnPolicy:
         endpointing_ms=e.int("ENDPOINTING_MS", d.endpointing_ms, 0, 5000),
         unfinished_wait_ms=e.int("UNFINISHED_WAIT_MS", d.unfinished_wait_ms, 0, 10_000),
         max_endpoint_ms=e.int("MAX_ENDPOINT_MS", d.max_endpoint_ms, 0, 10_000),
+        number_wait_ms=e.int("NUMBER_WAIT_MS", d.number_wait_ms, 0, 10_000),
         barge_in_min_speech_ms=e.int("BARGE_IN_MIN_SPEECH_MS", d.barge_in_min_speech_ms, 20, 5000),
         barge_in_sure_ms=e.int("BARGE_IN_SURE_MS", d.barge_in_sure_ms, 100, 10_000),
         barge_in_min_words=e.int("BARGE_IN_MIN_WORDS", d.barge_in_min_words, 1, 20),
@@ -178,9 +186,12 @@ def _cloud_active(p: ProviderSettings) -> bool:
     """Would a call spend cloud credits? (A forced cloud provider, or auto with its key.)"""
     c = p.cloud
     return (
-        p.stt in ("deepgram", "flux") or (p.stt == "auto" and bool(c.deepgram_api_key))
-        or p.llm == "anthropic" or (p.llm == "auto" and bool(c.anthropic_api_key))
-        or p.tts == "elevenlabs" or (p.tts == "auto" and bool(c.elevenlabs_api_key))
+        p.stt in ("deepgram", "flux")
+        or (p.stt == "auto" and bool(c.deepgram_api_key))
+        or p.llm == "anthropic"
+        or (p.llm == "auto" and bool(c.anthropic_api_key))
+        or p.tts == "elevenlabs"
+        or (p.tts == "auto" and bool(c.elevenlabs_api_key))
     )
 
 
@@ -206,8 +217,8 @@ def _check_instances(settings: Settings) -> None:
     if problems:
         where = "on fly.io (FLY_APP_NAME is set)" if settings.server.on_fly else "MULTI_INSTANCE"
         raise ConfigError(
-            f"several instances ({where}) need shared state: " + "; ".join(problems)
-            + ". Fix: " + FLY_STEPS
+            f"several instances ({where}) need shared state: "
+            + "; ".join(problems)
+            + ". Fix: "
+            + FLY_STEPS
         )
-
-

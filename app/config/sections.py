@@ -70,10 +70,13 @@ class CloudProviderSettings:
     deepgram_api_key: str | None = None  # secret
     deepgram_url: str | None = None  # websocket base, e.g. wss://api.deepgram.com
     deepgram_model: str = "nova-3"
+    # Deepgram ends utterances this early (ms of silence) so that a speculative reply can start;
+    # the rest of the usual 300 ms is confirmed by our own VAD. 0: Deepgram waits the 300 ms.
+    deepgram_early_end_ms: int = 100
     # Deepgram Flux (STT_PROVIDER=flux): turn ends decided by its end-of-turn model
     deepgram_flux_model: str = "flux-general-en"
     deepgram_eot_threshold: float = 0.7
-    deepgram_eager_eot_threshold: float | None = None
+    deepgram_eager_eot_threshold: float | None = 0.5  # EagerEndOfTurn: speculative replies
     deepgram_eot_timeout_ms: int = 5000
     anthropic_api_key: str | None = None  # secret
     anthropic_base_url: str | None = None
@@ -114,8 +117,10 @@ class AgentSettings:
     # Endpointing and barge-in: defined (with their defaults and why) in app.core.turns only;
     # ENDPOINTING_MS, UNFINISHED_WAIT_MS, ... override it field by field.
     policy: TurnPolicy = field(default_factory=TurnPolicy)
-    llm_filler_after_s: float = 1.2  # say ``filler`` if the model has not spoken by then
+    llm_filler_after_s: float = 1.0  # say ``filler`` if the model has not spoken by then
     llm_giveup_after_s: float = 3.5  # then ``fallback`` and carry on
+    # Start the model on a probable end of turn and keep the work when the turn confirms it
+    speculative_reply: bool = True
 
     def script(self) -> AgentScript:
         """The agent's script from these settings: the one path from the environment to what a
@@ -131,6 +136,7 @@ class AgentSettings:
             max_call_s=self.max_call_s,
             llm_filler_after_s=self.llm_filler_after_s,
             llm_giveup_after_s=self.llm_giveup_after_s,
+            speculate=self.speculative_reply,
             policy=self.policy,
         )
 
@@ -198,8 +204,8 @@ def _ops_settings(e: Env) -> OpsSettings:
 
 def _flux_settings(e: Env) -> dict[str, Any]:
     eot = e.float("DEEPGRAM_EOT_THRESHOLD", 0.7, 0.5, 1.0)
-    eager = None
-    if e.opt("DEEPGRAM_EAGER_EOT_THRESHOLD") is not None:
+    eager: float | None = None
+    if (e.opt("DEEPGRAM_EAGER_EOT_THRESHOLD") or "").strip().lower() != "off":
         eager = e.float("DEEPGRAM_EAGER_EOT_THRESHOLD", 0.5, 0.3, 0.9)
         if eager > eot:  # Flux refuses an eager threshold above the end-of-turn one
             raise ConfigError("DEEPGRAM_EAGER_EOT_THRESHOLD must not exceed DEEPGRAM_EOT_THRESHOLD")
@@ -353,4 +359,3 @@ def _outbound_settings(e: Env) -> OutboundSettings:
         campaign_hours=(start, end),
         campaign_dialer=e.bool("CAMPAIGN_DIALER", d.campaign_dialer),
     )
-

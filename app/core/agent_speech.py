@@ -29,14 +29,46 @@ from app.core.text import SentenceSplitter
 
 class AgentSpeech(SessionState):
     def _start_llm(self, turn: int, now: float, out: list[Action]) -> None:
-        self._llm_turn = turn
+        self._llm_seq += 1  # each request its own id: a cancelled one's late events are ignored
+        self._llm_turn = self._llm_seq
         self._llm_text = []
         self._llm_tools = []
         self._spoke_in_turn = False
         self._splitter = SentenceSplitter()
-        self.timers.filler = now + self.script.llm_filler_after_s
+        self._arm_reply_timers(turn, now)
+        out.append(StartLlm(self._llm_seq, self._request()))
+
+    def _arm_reply_timers(self, turn: int, now: float) -> None:
+        """The filler runs from the end of the caller's speech (not from when the recogniser
+        got round to its transcript); the give-up time from the request."""
+        metrics = self._metrics.get(turn)
+        spoke_until = metrics.speech_end if metrics is not None else None
+        if not self._filler_spoken:
+            start = now if spoke_until is None else min(now, spoke_until)
+            self.timers.filler = start + self.script.llm_filler_after_s
         self.timers.giveup = now + self.script.llm_giveup_after_s
-        out.append(StartLlm(turn, self._request()))
+
+    def _say_filler(self, now: float, out: list[Action]) -> None:
+        if self._filler_spoken or self._ending is not None or self._playback.audible(now):
+            return
+        if self._spec is not None and self._spec.utterances:
+            return  # its speech is being made: the answer is on its way
+        self._filler_spoken = True
+        metrics = self._metrics.get(self._turn) if self._llm_turn is not None else None
+        if metrics is not None:
+            metrics.filler = True
+        out.append(Emit(CallEvent("filler", now)))
+        self._speak(self.script.filler, self._turn, out, cached=True)
+
+    def _say_tool_filler(self, now: float, out: list[Action]) -> None:
+        if not self._tools_running or self._ending is not None or self._tool_filler_spoken:
+            return
+        if self._playback.pending:  # still speaking: look again when it may have finished
+            self.timers.tool = now + 0.5
+            return
+        self._tool_filler_spoken = True
+        out.append(Emit(CallEvent("tool_filler", now)))
+        self._speak(self.script.tool_filler, self._turn, out, cached=True)
 
     def _request(self) -> LlmRequest:
         return build_request(self.script, self.call, self.history)
@@ -58,14 +90,20 @@ class AgentSpeech(SessionState):
     def _on_tool(self, call: ToolCall, now: float, out: list[Action]) -> None:
         self._llm_tools.append(call)
         out.append(Emit(CallEvent("tool", now, {"name": call.name})))
-        if call.name != "end_call":
-            out.append(RunTool(call))
+        if call.name == "end_call":
+            return
+        out.append(RunTool(call))
+        if call.name not in TERMINAL_TOOLS and call.name not in self.script.silent_tools:
+            self._tools_running.add(call.id)
+            if self.timers.tool is None:
+                self.timers.tool = now + self.script.tool_filler_after_s
 
     def _on_llm_done(self, now: float, out: list[Action]) -> None:
         for sentence in self._splitter.flush():
             self._speak(sentence, self._turn, out)
         reply = "".join(self._llm_text).strip()
         self._llm_turn = None
+        self._filler_spoken = False
         self.timers.filler = self.timers.giveup = None
         if reply or self._llm_tools:
             self.history.append(Message("assistant", reply, tool_calls=tuple(self._llm_tools)))
@@ -82,6 +120,7 @@ class AgentSpeech(SessionState):
 
     def _on_llm_failed(self, reason: str, now: float, out: list[Action]) -> None:
         self._llm_turn = None
+        self._filler_spoken = False
         out.append(provider_error("llm", reason, now))
         self._fallback(now, out)
 
@@ -120,7 +159,7 @@ class AgentSpeech(SessionState):
         metrics = self._metrics.get(utt.turn)
         # The turn's latency is to its first real answer: a filler only covers the wait.
         if metrics is not None and metrics.first_audio_sent is None:
-            if utt.cached and utt.text == self.script.filler:
+            if utt.cached and utt.text in (self.script.filler, self.script.tool_filler):
                 return
             metrics.tts_first_audio = now  # TTS audio goes out the moment it arrives
             metrics.first_audio_sent = now

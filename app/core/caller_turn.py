@@ -14,6 +14,7 @@ from app.core.events import (
 )
 from app.core.providers import (
     Message,
+    ProbableEnd,
     SpeechStarted,
     SttFailure,
     ToolResult,
@@ -35,24 +36,79 @@ class CallerTurn(SessionState):
             at = now - (vad.position_ms - ev.at_ms) / 1000.0
             if isinstance(ev, SpeechStart):
                 self._run += 1
+                self._speech_end_at = None  # a new run: the last one's end is not the turn's
                 self.timers.idle = None
                 self.timers.endpoint = None  # they are still talking: keep the turn open
                 self.timers.resume = None
+                self._drop_speculation(now, out, "caller went on")
+                if self._llm_turn is None:
+                    self.timers.filler = None
+                    self._filler_spoken = False
             elif isinstance(ev, SpeechEnd):
                 self._speech_end_at = at
+                self._vad_end_at = now
+                self._confirmed(now)
                 if self._playback.paused:
                     # Short speech over agent speech: wait briefly for its words, then go on.
                     self.timers.resume = now + self.policy.barge_in_resume_wait_ms / 1000.0
+                else:
+                    self._arm_filler(at, ev.duration_ms)
                 self._arm_idle(now)
+        spec = self._spec
+        if spec is not None and vad.speaking and vad.silence_ms == 0:
+            if vad.voiced_to_ms - spec.vad_at_ms >= 80:  # voice again, past the VAD's hangover
+                self._drop_speculation(now, out, "caller went on")
         if not vad.speaking or vad.speech_ms < self.policy.barge_in_min_speech_ms:
             return
         if self._run == self._consumed_run:
             return  # the tail of speech that is already in a committed turn
+        if vad.silence_ms > 0:
+            # A gap in the caller's speech over a paused agent: short, with no words that
+            # count, it was a backchannel ("uh-huh"): carry on now, not after the transcript.
+            if (
+                self._playback.paused
+                and vad.silence_ms >= self.policy.backchannel_gap_ms
+                and vad.speech_ms <= self.policy.backchannel_max_ms
+                and self._words_ignorable()
+            ):
+                out.append(Emit(CallEvent("backchannel", now, {"by": "shape"})))
+                self._resume(now, out)
+            return
         if self._playback.paused:
             if self.policy.is_interruption(vad.speech_ms, self._barge_words(), self._agent_text):
                 self._interrupt(now, out, barge_in=True)
         else:
             self._caller_took_floor(now, out)
+
+    def _voiced_end(self, now: float) -> float | None:
+        """Where the caller's last voiced frame ended while our VAD still waits out its
+        hangover (the turn can be confirmed before the VAD ends the run)."""
+        vad = self._vad
+        if vad is None or not vad.speaking:
+            return None
+        return now - vad.silence_ms / 1000.0
+
+    def _vad_speaking(self) -> bool:
+        return self._vad is not None and self._vad.speaking
+
+    def _words_ignorable(self) -> bool:
+        words = self._barge_words()
+        return words is None or self._ignorable(words)
+
+    def _arm_filler(self, speech_end: float, speech_ms: float) -> None:
+        """The caller stopped: if nothing answers within the filler time of that moment,
+        "one moment" plays, whatever the recogniser is doing. Not for a cough, nor for words
+        that plainly go on, nor while the agent is speaking."""
+        if self._filler_spoken or self._ending is not None or self.timers.filler is not None:
+            return
+        if self._playback.pending or self._llm_turn is not None:
+            return
+        pending = " ".join(self._pending_user)
+        if speech_ms < self.policy.filler_min_speech_ms and not pending:
+            return
+        if pending and self.policy.unfinished(pending):
+            return
+        self.timers.filler = speech_end + self.script.llm_filler_after_s
 
     def _caller_took_floor(self, now: float, out: list[Action]) -> None:
         """The caller is talking. If the agent is talking, pause it at once (the decision
@@ -72,6 +128,17 @@ class CallerTurn(SessionState):
         self.timers.resume = None
         out.append(Clear())
         out.append(Emit(CallEvent("barge_in_pause", now, {"turn": self._turn})))
+
+    def _interim_ignorable(self, text: str) -> bool:
+        """First words over the paused agent that settle it at once: a short backchannel
+        ("uh-huh"), or several of the agent's own words (echo). One word that the agent also
+        said ("tomorrow") may begin an answer, so it waits for more."""
+        vad = self._vad
+        if vad is not None and vad.speech_ms > self.policy.backchannel_max_ms:
+            return False
+        if self.policy.is_backchannel(text):
+            return True
+        return len(text.split()) >= 3 and self._ignorable(text)
 
     def _barge_words(self) -> str | None:
         return " ".join(self._barge_transcripts) or None
@@ -142,19 +209,35 @@ class CallerTurn(SessionState):
                         self._interrupt(now, out, barge_in=True)
                     self._pending_user.append(text)
                     self._stt_final_at = now
+                    if self._speech_end_at is not None and not self._vad_speaking():
+                        self._arm_filler(self._speech_end_at, float("inf"))
+                    if self._llm_turn is None and self.policy.unfinished(
+                        " ".join(self._pending_user)
+                    ):
+                        self.timers.filler = None  # they are not done: no "one moment"
                 if speech_final and self._pending_user:
                     self._arm_endpoint(now)
+                    self._speculate(now, out)
             case Transcript(text=text):  # interim
                 if self._playback.paused and text.strip():
                     self._barge_transcripts = [text.strip()]
+                    if self._interim_ignorable(text):  # "uh-huh" as the first words: carry on
+                        out.append(Emit(CallEvent("backchannel", now, {"by": "interim"})))
+                        self._resume(now, out)
+                        return
                     speech_ms = self._vad.speech_ms if self._vad is not None else 0.0
                     if self.policy.is_interruption(speech_ms, text, self._agent_text):
                         self._interrupt(now, out, barge_in=True)
+            case ProbableEnd(text=text):
+                self._speculate(now, out, text)
             case UtteranceEnd():
                 if self._pending_user and self.timers.endpoint is None:
                     self._arm_endpoint(now)
+                if not self._pending_user and self._llm_turn is None:
+                    self.timers.filler = None  # nothing was said after all
             case SpeechStarted():
                 self.timers.idle = None
+                self._drop_speculation(now, out, "caller went on")
             case SttFailure(reason=reason, fatal=fatal):
                 out.append(provider_error("stt", reason, now))
                 if fatal:
@@ -172,16 +255,53 @@ class CallerTurn(SessionState):
             self.timers.endpoint = now
             return
         text = " ".join(self._pending_user)
-        self.timers.endpoint = now + self.policy.endpoint_delay_ms(text) / 1000.0
+        delay_ms = self.policy.endpoint_delay_ms(text)
+        # A recogniser that ends utterances early leaves the rest of the silence to us: our
+        # VAD's end of speech confirms it (``_confirmed``), or this timer does on its own.
+        self._confirm_pending = bool(self._confirm_ms) and not self._silence_seen(now)
+        if self._confirm_pending:
+            delay_ms += self._confirm_ms
+        self.timers.endpoint = now + delay_ms / 1000.0
+
+    def _silence_seen(self, now: float) -> bool:
+        """Has our VAD already closed the caller's run of speech (recently)?"""
+        vad = self._vad
+        recent = self._vad_end_at is not None and now - self._vad_end_at < 2.0
+        return vad is not None and not vad.speaking and recent
+
+    def _confirmed(self, now: float) -> None:
+        if self._confirm_pending and self.timers.endpoint is not None:
+            self.timers.endpoint = max(now, self.timers.endpoint - self._confirm_ms / 1000.0)
+        self._confirm_pending = False
+
+    def _user_message(self, text: str) -> Message:
+        """The caller's turn as the model sees it (answering the tools of the last reply)."""
+        results: tuple[ToolResult, ...] = ()
+        if self.history and self.history[-1].role == "assistant" and self.history[-1].tool_calls:
+            results = tuple(ToolResult(c.id, "done") for c in self.history[-1].tool_calls)
+        return Message("user", text, tool_results=results)
 
     def _commit_user_turn(self, now: float, out: list[Action], text: str | None = None) -> None:
         self.timers.endpoint = None
+        self._confirm_pending = False
+        keypad = text is not None
         if text is None:
             text = " ".join(self._pending_user).strip()
             self._pending_user.clear()
+        spec, self._spec = self._spec, None
         if not text or self._ending is not None:
+            self._spec = spec
+            self._drop_speculation(now, out, "no turn")
             return
-        if self.agent_active:
+        if spec is not None and (keypad or not spec.matches(text)):
+            self._spec = spec
+            self._drop_speculation(now, out, "words changed")
+            spec = None
+        if self.agent_active and not self._playback.only(self.script.filler):
+            if spec is not None:
+                self._spec = spec
+                self._drop_speculation(now, out, "agent busy")
+                spec = None
             if self._playback.audible(now):
                 self._interrupt(now, out, barge_in=True)
             else:  # nothing of it was sent yet: drop it quietly
@@ -194,10 +314,8 @@ class CallerTurn(SessionState):
             self._consumed_run = self._run
         self._turn += 1
         turn = self._turn
-        results: tuple[ToolResult, ...] = ()
-        if self.history and self.history[-1].role == "assistant" and self.history[-1].tool_calls:
-            results = tuple(ToolResult(c.id, "done") for c in self.history[-1].tool_calls)
-        self.history.append(Message("user", text, tool_results=results))
+        self._tool_filler_spoken = False
+        self.history.append(self._user_message(text))
         said = text
         if self._restored and said.startswith(self._restored):  # that part is already recorded
             said = said[len(self._restored) :].strip()
@@ -206,12 +324,18 @@ class CallerTurn(SessionState):
             out.append(Emit(TranscriptLine("caller", said, now, turn=turn)))
         self._metrics[turn] = TurnMetrics(
             turn,
-            speech_end=self._speech_end_at,
+            speech_end=self._speech_end_at
+            if self._speech_end_at is not None
+            else self._voiced_end(now),
             stt_final=self._stt_final_at,
             turn_committed=now,
+            filler=self._filler_spoken,
         )
         self._speech_end_at = self._stt_final_at = None
-        self._start_llm(turn, now, out)
+        if spec is not None:
+            self._adopt(spec, turn, now, out)
+        else:
+            self._start_llm(turn, now, out)
 
     def _on_dtmf(self, digit: str, now: float, out: list[Action]) -> None:
         out.append(Emit(CallEvent("dtmf", now)))

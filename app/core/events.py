@@ -62,6 +62,13 @@ class LlmFailed:
 
 
 @dataclass(frozen=True, slots=True)
+class ToolDone:
+    """A tool the session asked for (``RunTool``) finished, well or not."""
+
+    call_id: str
+
+
+@dataclass(frozen=True, slots=True)
 class TtsAudio:
     utterance: int
     chunk: AudioChunk
@@ -115,6 +122,7 @@ Event = (
     | LlmTool
     | LlmDone
     | LlmFailed
+    | ToolDone
     | TtsAudio
     | TtsDone
     | TtsFailed

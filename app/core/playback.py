@@ -205,6 +205,10 @@ class Playback:
         """Any utterance queued, synthesising, playing or paused."""
         return bool(self._queue)
 
+    def only(self, text: str) -> bool:
+        """Is everything pending the cached phrase ``text`` (a filler)?"""
+        return bool(self._queue) and all(u.cached and u.text == text for u in self._queue)
+
     def turn_pending(self, turn: int) -> bool:
         return any(u.turn == turn for u in self._queue)
 

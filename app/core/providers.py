@@ -66,7 +66,17 @@ class SttFailure:
     fatal: bool = False
 
 
-SttEvent = SpeechStarted | Transcript | UtteranceEnd | SttFailure
+@dataclass(frozen=True, slots=True)
+class ProbableEnd:
+    """The recogniser thinks the caller has probably finished (Deepgram Flux
+    ``EagerEndOfTurn``): ``text`` is the turn so far. The session may start its reply on it;
+    the end of the turn is still what a final ``Transcript`` with ``speech_final`` says, and
+    ``SpeechStarted`` takes it back."""
+
+    text: str
+
+
+SttEvent = SpeechStarted | Transcript | UtteranceEnd | SttFailure | ProbableEnd
 
 
 @runtime_checkable

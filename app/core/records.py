@@ -85,3 +85,7 @@ class Usage:
     llm_cached_tokens: int = 0
     stt_seconds: float = 0.0
     tts_characters: int = 0
+    # Of the model tokens above, those spent on speculative replies that were thrown away
+    # (the caller went on speaking, or said something else than the recogniser first thought).
+    llm_wasted_input_tokens: int = 0
+    llm_wasted_output_tokens: int = 0

@@ -46,8 +46,18 @@ class AgentScript:
     idle_prompt: str
     idle_timeout_s: float = 12.0
     max_call_s: float = 1800.0
-    llm_filler_after_s: float = 1.2
+    # "One moment" this long after the caller stopped speaking if nothing of the answer plays
+    # by then, whatever the recogniser and the model are doing.
+    llm_filler_after_s: float = 1.0
     llm_giveup_after_s: float = 3.5
+    # Said when a tool the model called takes longer than ``tool_filler_after_s`` and the
+    # agent is silent; not for tools that act on the line itself (keys to an IVR).
+    tool_filler: str = "Let me check that for you."
+    tool_filler_after_s: float = 1.0
+    silent_tools: frozenset[str] = frozenset({"send_digits"})
+    # Start the model on the caller's words when the recogniser says they have probably
+    # finished, before the turn is confirmed (the audio waits for the confirmation).
+    speculate: bool = True
     dtmf_timeout_s: float = 2.0
     # A keypad entry reaches the model in one turn up to this many keys (fields allow 32).
     keypad_max_digits: int = 32
@@ -66,8 +76,13 @@ class AgentScript:
 
     def cached_phrases(self) -> tuple[str, ...]:
         return (
-            self.greeting, self.goodbye, self.filler, self.fallback, self.idle_prompt,
+            self.greeting,
+            self.goodbye,
+            self.filler,
+            self.fallback,
+            self.idle_prompt,
             self.recovery,
+            self.tool_filler,
         )
 
     def resumed(self) -> AgentScript:

@@ -17,6 +17,7 @@ from app.core.events import (
     Action,
     CallerAudio,
     CallStarted,
+    CancelLlm,
     CancelSpeech,
     DtmfDigit,
     Emit,
@@ -29,21 +30,26 @@ from app.core.events import (
     MarkReached,
     RemoteHangup,
     Shutdown,
+    Speak,
+    StartLlm,
     SttUpdate,
     Tick,
+    ToolDone,
     TtsAudio,
     TtsDone,
     TtsFailed,
 )
-from app.core.playback import Playback
+from app.core.playback import Playback, Utterance
 from app.core.providers import (
     CallInfo,
+    LlmUsage,
     Message,
     ToolCall,
 )
 from app.core.records import CallEnded, CallEvent, TurnMetrics, Usage
-from app.core.script import AgentScript
+from app.core.script import AgentScript, build_request
 from app.core.session_state import Phase, provider_error  # noqa: F401 - Phase: the API
+from app.core.speculation import Speculation, request_chars
 from app.core.text import SentenceSplitter
 from app.core.timers import Deadlines
 from app.core.vad import VoiceActivity
@@ -56,6 +62,7 @@ class Session(CallerTurn, AgentSpeech):
         script: AgentScript,
         model_end_of_turn: bool = False,
         history: Sequence[Message] = (),
+        confirm_ms: int = 0,
     ) -> None:
         self.call = call
         self.script = script
@@ -84,9 +91,19 @@ class Session(CallerTurn, AgentSpeech):
         self._speech_end_at: float | None = None
         self._stt_final_at: float | None = None
         self._dtmf: list[str] = []
+        # A recogniser that ends utterances early (for speculative replies) leaves the rest of
+        # the usual silence to us: our VAD's end of speech, or this long after its final.
+        self._vad_end_at: float | None = None
+        self._confirm_ms = confirm_ms
+        self._confirm_pending = False
+        self._filler_spoken = False
 
         # agent side
         self._llm_turn: int | None = None
+        self._llm_seq = 0
+        self._spec: Speculation | None = None
+        self._tools_running: set[str] = set()
+        self._tool_filler_spoken = False
         self._llm_text: list[str] = []  # the reply so far (what the model wrote)
         self._llm_tools: list[ToolCall] = []
         self._spoke_in_turn = False
@@ -104,6 +121,9 @@ class Session(CallerTurn, AgentSpeech):
         if self.ended:
             return []
         out: list[Action] = []
+        if self._spec is not None and self._spec.owns(event):
+            self._hold(event, now, out)
+            return out
         match event:
             case CallerAudio(chunk):
                 self._on_audio(chunk, now, out)
@@ -117,20 +137,15 @@ class Session(CallerTurn, AgentSpeech):
                     self._on_tool(call, now, out)
             case LlmDone(turn, usage):
                 if turn == self._llm_turn:
-                    if usage.input_tokens or usage.output_tokens:
-                        out.append(
-                            Emit(
-                                Usage(
-                                    llm_input_tokens=usage.input_tokens,
-                                    llm_output_tokens=usage.output_tokens,
-                                    llm_cached_tokens=usage.cached_tokens,
-                                )
-                            )
-                        )
+                    self._llm_usage(usage, out)
                     self._on_llm_done(now, out)
             case LlmFailed(turn, reason):
                 if turn == self._llm_turn:
                     self._on_llm_failed(reason, now, out)
+            case ToolDone(call_id):
+                self._tools_running.discard(call_id)
+                if not self._tools_running:
+                    self.timers.tool = None
             case TtsAudio(utt_id, chunk):
                 self._on_tts_audio(utt_id, chunk, now, out)
             case TtsDone(utt_id):
@@ -158,6 +173,114 @@ class Session(CallerTurn, AgentSpeech):
 
     def next_deadline(self) -> float | None:
         return self.timers.next()
+
+    # ------------------------------------------------------------------ speculative reply
+
+    def _speculate(self, now: float, out: list[Action], text: str | None = None) -> None:
+        """The recogniser thinks the caller has finished: start the reply to ``text`` (the
+        pending words by default) unless the turn-taking rules say they have not, the agent is
+        busy, or the turn is about to be committed anyway."""
+        if not self.script.speculate or self._ending is not None or self._llm_turn is not None:
+            return
+        if text is None:
+            text = " ".join(self._pending_user)
+        text = text.strip()
+        if not text or self._dtmf or self.policy.unfinished(text):
+            return
+        if self._playback.pending and not self._only_filler():
+            return
+        if self.timers.endpoint is not None and self.timers.endpoint <= now:
+            return
+        if self._spec is not None:
+            if self._spec.matches(text):
+                return
+            self._drop_speculation(now, out, "words changed")
+        self._llm_seq += 1
+        history = [*self.history, self._user_message(text)]
+        request = build_request(self.script, self.call, history)
+        vad_at = self._vad.voiced_to_ms if self._vad is not None else 0.0
+        self._spec = Speculation(self._llm_seq, text, now, request_chars(request), vad_at)
+        out.append(StartLlm(self._llm_seq, request))
+        out.append(Emit(CallEvent("speculation_started", now)))
+
+    def _hold(self, event: Event, now: float, out: list[Action]) -> None:
+        """An event of the speculative reply: kept; its sentences go to synthesis (held)."""
+        spec = self._spec
+        assert spec is not None
+        for sentence in spec.hold(event, now):
+            self._next_utt += 1
+            spec.utterances[self._next_utt] = Utterance(self._next_utt, -1, sentence)
+            out.append(Speak(self._next_utt, sentence))
+
+    def _drop_speculation(self, now: float, out: list[Action], reason: str) -> None:
+        spec, self._spec = self._spec, None
+        if spec is None:
+            return
+        if not spec.done:
+            out.append(CancelLlm(spec.id))
+        if spec.utterances:
+            out.append(CancelSpeech())
+            for partial in self._playback.cancel_unsent():  # a filler cut short
+                self._mark(partial, out)
+        wasted_in, wasted_out = spec.wasted()
+        if wasted_in or wasted_out:
+            out.append(
+                Emit(
+                    Usage(
+                        llm_input_tokens=wasted_in,
+                        llm_output_tokens=wasted_out,
+                        llm_wasted_input_tokens=wasted_in,
+                        llm_wasted_output_tokens=wasted_out,
+                    )
+                )
+            )
+        out.append(Emit(CallEvent("speculation_discarded", now, {"reason": reason})))
+
+    def _adopt(self, spec: Speculation, turn: int, now: float, out: list[Action]) -> None:
+        """The turn was confirmed with the words the speculative reply answers: it becomes the
+        turn's reply, and what it held is handled now, in the order it arrived."""
+        self._llm_turn = spec.id
+        self._llm_text, self._llm_tools = [], []
+        self._splitter = SentenceSplitter()
+        self._spoke_in_turn = False
+        self._arm_reply_timers(turn, now)
+        out.append(
+            Emit(CallEvent("speculation_kept", now, {"ms": round((now - spec.started_at) * 1e3)}))
+        )
+        if spec.first_token_at is not None:
+            self._on_llm_text("", now, out)  # its first token is in: stamp it, stop the timers
+        self._llm_text = list(spec.reply)
+        self._splitter = spec.splitter
+        for utt in spec.utterances.values():
+            utt.turn = turn
+            self._playback.add(utt)
+            self._spoke_in_turn = True
+        for ev in spec.speech:
+            out.extend(self.handle(ev, now))
+        for ev in spec.model:
+            if isinstance(ev, LlmDone):
+                self._llm_usage(ev.usage, out)
+                self._on_llm_done(now, out)
+            elif isinstance(ev, LlmTool):
+                self._on_tool(ev.call, now, out)
+            elif isinstance(ev, LlmFailed):
+                self._on_llm_failed(ev.reason, now, out)
+
+    def _only_filler(self) -> bool:
+        return self._playback.only(self.script.filler)
+
+    @staticmethod
+    def _llm_usage(usage: LlmUsage, out: list[Action]) -> None:
+        if usage.input_tokens or usage.output_tokens:
+            out.append(
+                Emit(
+                    Usage(
+                        llm_input_tokens=usage.input_tokens,
+                        llm_output_tokens=usage.output_tokens,
+                        llm_cached_tokens=usage.cached_tokens,
+                    )
+                )
+            )
 
     # ------------------------------------------------------------------ start / end
 
@@ -190,6 +313,7 @@ class Session(CallerTurn, AgentSpeech):
             self._finish(self._ending, now, out, hang_up=True)
 
     def _finish(self, reason: str, now: float, out: list[Action], hang_up: bool) -> None:
+        self._drop_speculation(now, out, "call ended")
         self._cancel_llm(out)
         out.append(CancelSpeech())
         if hang_up:
@@ -237,10 +361,10 @@ class Session(CallerTurn, AgentSpeech):
             self._fallback(now, out)
         if self.timers.filler is not None and now >= self.timers.filler:
             self.timers.filler = None
-            metrics = self._metrics.get(self._turn)
-            if metrics is not None:
-                metrics.filler = True
-            self._speak(self.script.filler, self._turn, out, cached=True)
+            self._say_filler(now, out)
+        if self.timers.tool is not None and now >= self.timers.tool:
+            self.timers.tool = None
+            self._say_tool_filler(now, out)
         if self.timers.idle is not None and now >= self.timers.idle:
             self.timers.idle = None
             if self.agent_active or self._pending_user:

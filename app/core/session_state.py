@@ -7,10 +7,11 @@ from __future__ import annotations
 import enum
 
 from app.core.events import Action, Emit
-from app.core.playback import Playback
+from app.core.playback import Playback, Utterance
 from app.core.providers import CallInfo, Message, ToolCall
 from app.core.records import CallEvent, TurnMetrics
 from app.core.script import AgentScript
+from app.core.speculation import Speculation
 from app.core.text import SentenceSplitter
 from app.core.timers import Deadlines
 from app.core.turns import TurnPolicy
@@ -50,8 +51,16 @@ class SessionState:
     _speech_end_at: float | None
     _stt_final_at: float | None
     _dtmf: list[str]
+    _vad_end_at: float | None  # when our VAD last closed a run of speech
+    _confirm_ms: int  # silence the recogniser leaves to us to confirm its early end
+    _confirm_pending: bool  # the endpoint timer includes that confirmation
+    _filler_spoken: bool  # the filler already covered this caller turn
     # agent side
-    _llm_turn: int | None
+    _llm_turn: int | None  # the running model request's id (None: none runs)
+    _llm_seq: int
+    _spec: Speculation | None  # a reply started before the turn was confirmed
+    _tools_running: set[str]
+    _tool_filler_spoken: bool
     _llm_text: list[str]
     _llm_tools: list[ToolCall]
     _spoke_in_turn: bool
@@ -97,6 +106,21 @@ class SessionState:
         raise NotImplementedError
 
     def _say_goodbye(self, reason: str, now: float, out: list[Action], interrupt: bool) -> None:
+        raise NotImplementedError
+
+    def _speculate(self, now: float, out: list[Action], text: str | None = None) -> None:
+        raise NotImplementedError
+
+    def _drop_speculation(self, now: float, out: list[Action], reason: str) -> None:
+        raise NotImplementedError
+
+    def _adopt(self, spec: Speculation, turn: int, now: float, out: list[Action]) -> None:
+        raise NotImplementedError
+
+    def _speak(self, text: str, turn: int, out: list[Action], cached: bool = False) -> None:
+        raise NotImplementedError
+
+    def _mark(self, utt: Utterance, out: list[Action]) -> None:
         raise NotImplementedError
 
 

@@ -13,6 +13,7 @@ class Deadlines:
     endpoint: float | None = None  # the caller's turn is taken as finished
     dtmf: float | None = None  # a keypad entry is sent after a pause between keys
     filler: float | None = None  # "one moment" if the model has not spoken yet
+    tool: float | None = None  # "let me check that" if a tool is still running
     giveup: float | None = None  # the model is given up on: an apology, and carry on
     idle: float | None = None  # a silent caller is asked if they are still there
     max: float | None = None  # the call's length limit

@@ -32,6 +32,9 @@ _NUMBER_WORDS = {
 }  # fmt: skip
 # Lengths at which a number read out is complete: national/E.164 phone numbers, cards.
 _COMPLETE_DIGITS = frozenset({10, 11, 12, 15, 16})
+# Complete for its kind but also the start of a longer one: a 7-digit local number (people
+# read a 10-digit one as 3-3-4, so they pause after 3 and 6 digits, seldom after 7).
+_PLAUSIBLE_DIGITS = frozenset({7})
 
 
 def _words(text: str) -> list[str]:
@@ -70,6 +73,8 @@ class TurnPolicy:
     endpointing_ms: int = 0
     # Extra wait when it plainly is not (trailing "and", a number half read out, spelling).
     unfinished_wait_ms: int = 2000
+    # Wait after a number that has a plausible whole length but could go on (7 digits).
+    number_wait_ms: int = 600
     # Never wait longer than this after an end of utterance.
     max_endpoint_ms: int = 3000
     # Caller speech during agent speech must last this long to pause the agent: shorter
@@ -83,6 +88,15 @@ class TurnPolicy:
     # With a transcript: this many words that are not a backchannel, nor an echo of the
     # agent's own words (speakerphones), make it an interruption.
     barge_in_min_words: int = 2
+    # Speech over the agent that stops within this long, followed by ``backchannel_gap_ms``
+    # of silence (after webrtcvad's own ~100 ms hangover), with no words yet or only
+    # "mm-hmm"-like ones, is a backchannel by its shape: the agent carries on at once instead
+    # of waiting for the final transcript. If the caller goes on, the next voiced frame pauses
+    # the agent again.
+    backchannel_max_ms: int = 600
+    backchannel_gap_ms: int = 40
+    # Caller speech shorter than this, with no words, does not start the filler timer (a cough).
+    filler_min_speech_ms: int = 450  # (webrtcvad adds ~100 ms of hangover to any sound)
 
     def unfinished(self, text: str) -> bool:
         stripped = text.strip()
@@ -98,13 +112,18 @@ class TurnPolicy:
         # Three or more digits read out, short of a whole phone or card number: more is coming.
         # ("at 10" is a time, not the start of a number.)
         digits = trailing_digits(stripped)
-        if digits >= 3 and digits not in _COMPLETE_DIGITS:
+        if digits >= 3 and digits not in _COMPLETE_DIGITS | _PLAUSIBLE_DIGITS:
             return True
         return _spelling(words)
 
     def endpoint_delay_ms(self, text: str) -> int:
         """How long to wait, after the recogniser closed an utterance, before answering."""
-        wait = self.unfinished_wait_ms if self.unfinished(text) else self.endpointing_ms
+        if self.unfinished(text):
+            wait = self.unfinished_wait_ms
+        elif trailing_digits(text.strip()) in _PLAUSIBLE_DIGITS:
+            wait = max(self.endpointing_ms, self.number_wait_ms)
+        else:
+            wait = self.endpointing_ms
         return min(wait, self.max_endpoint_ms)
 
     def is_backchannel(self, text: str) -> bool:

@@ -84,6 +84,16 @@ class VoiceActivity:
         return self._last_voiced_end - self._run_start if self._speaking else 0.0
 
     @property
+    def voiced_to_ms(self) -> float:
+        """Stream offset where the last voiced frame ended."""
+        return self._last_voiced_end
+
+    @property
+    def silence_ms(self) -> float:
+        """Silence since the last voiced frame while a run is still open (0 otherwise)."""
+        return self._silence_ms if self._speaking else 0.0
+
+    @property
     def position_ms(self) -> float:
         return self._position_ms
 

@@ -26,9 +26,17 @@ class Rates:
 
     @property
     def any(self) -> bool:
-        return any(v is not None for v in (
-            self.telephony_per_min, self.stt_per_min, self.llm_input_per_mtok,
-            self.llm_output_per_mtok, self.llm_cached_per_mtok, self.tts_per_1k_chars))
+        return any(
+            v is not None
+            for v in (
+                self.telephony_per_min,
+                self.stt_per_min,
+                self.llm_input_per_mtok,
+                self.llm_output_per_mtok,
+                self.llm_cached_per_mtok,
+                self.tts_per_1k_chars,
+            )
+        )
 
 
 def call_cost(rates: Rates, usage: Usage, duration_s: float | None, transport: str) -> float | None:
@@ -59,6 +67,8 @@ def usage_from_row(data: dict[str, Any] | None) -> Usage:
         llm_cached_tokens=int(data.get("llm_cached_tokens", 0) or 0),
         stt_seconds=float(data.get("stt_seconds", 0) or 0),
         tts_characters=int(data.get("tts_characters", 0) or 0),
+        llm_wasted_input_tokens=int(data.get("llm_wasted_input_tokens", 0) or 0),
+        llm_wasted_output_tokens=int(data.get("llm_wasted_output_tokens", 0) or 0),
     )
 
 

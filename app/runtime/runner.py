@@ -42,6 +42,7 @@ from app.core.events import (
     StartLlm,
     SttUpdate,
     Tick,
+    ToolDone,
     TtsAudio,
     TtsDone,
     TtsFailed,
@@ -97,8 +98,13 @@ class CallRunner:
         self.script = script or (agent or AgentSettings()).script()
         # ``history``: the conversation so far when this call continues one (a reconnected
         # stream): the session answers from it and does not greet again.
+        stt = providers.stt
         self.session = Session(
-            call, self.script, getattr(providers.stt, "end_of_turn_model", False), history
+            call,
+            self.script,
+            getattr(stt, "end_of_turn_model", False),
+            history,
+            confirm_ms=getattr(stt, "confirm_ms", 0),
         )
         self.observers = list(observers)
         self.hooks = hooks or CallHooks()
@@ -381,6 +387,7 @@ class CallRunner:
         handler = self.tools.get(call.name)
         if handler is None:
             event(log, "tool_unhandled", tool=call.name)
+            self._post(ToolDone(call.id))
             return
 
         async def run() -> None:
@@ -388,6 +395,8 @@ class CallRunner:
                 await handler(self.call, call)
             except Exception as exc:
                 event(log, "tool_failed", tool=call.name, error=type(exc).__name__)
+            finally:
+                self._post(ToolDone(call.id))
 
         self._spawn(run())
 

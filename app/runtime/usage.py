@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from app.core.records import Usage
 
 
-def add(a: Usage, b: Usage) -> Usage:
+def add(a: Usage, b: Usage, sign: int = 1) -> Usage:
+    """``a + b`` (``sign`` -1: ``a - b``), field by field."""
     return Usage(
-        a.llm_input_tokens + b.llm_input_tokens,
-        a.llm_output_tokens + b.llm_output_tokens,
-        a.llm_cached_tokens + b.llm_cached_tokens,
-        stt_seconds=round(a.stt_seconds + b.stt_seconds, 3),
-        tts_characters=a.tts_characters + b.tts_characters,
+        a.llm_input_tokens + sign * b.llm_input_tokens,
+        a.llm_output_tokens + sign * b.llm_output_tokens,
+        a.llm_cached_tokens + sign * b.llm_cached_tokens,
+        stt_seconds=round(a.stt_seconds + sign * b.stt_seconds, 3),
+        tts_characters=a.tts_characters + sign * b.tts_characters,
+        llm_wasted_input_tokens=a.llm_wasted_input_tokens + sign * b.llm_wasted_input_tokens,
+        llm_wasted_output_tokens=a.llm_wasted_output_tokens + sign * b.llm_wasted_output_tokens,
     )
 
 
@@ -29,24 +33,14 @@ class UsageMeter:
         itself (a reconnect resends audio)."""
         billed = getattr(stt, "audio_seconds", None)
         seconds = float(billed) if isinstance(billed, int | float) else self.stt_ms / 1000.0
-        return Usage(
-            self.llm.llm_input_tokens,
-            self.llm.llm_output_tokens,
-            self.llm.llm_cached_tokens,
-            stt_seconds=round(seconds, 3),
-            tts_characters=self.tts_chars,
+        return dataclasses.replace(
+            self.llm, stt_seconds=round(seconds, 3), tts_characters=self.tts_chars
         )
 
     def unreported(self, stt: Any = None) -> Usage | None:
         """The increment since the last report, or None when nothing was spent since."""
         now, before = self.total(stt), self._reported
-        delta = Usage(
-            now.llm_input_tokens - before.llm_input_tokens,
-            now.llm_output_tokens - before.llm_output_tokens,
-            now.llm_cached_tokens - before.llm_cached_tokens,
-            stt_seconds=round(now.stt_seconds - before.stt_seconds, 3),
-            tts_characters=now.tts_characters - before.tts_characters,
-        )
+        delta = add(now, before, sign=-1)
         if delta == Usage():
             return None
         self._reported = now

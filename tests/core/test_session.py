@@ -174,12 +174,19 @@ def test_mm_hmm_pauses_then_resumes_where_it_stopped() -> None:
     h.advance(1000)
     out = h.caller(400)  # "mm-hmm"
     assert of(Clear, out)
-    h.caller(500, voiced=False)
-    out = h.send(final("Mm-hmm."))
-    assert not of(CancelSpeech, out) and not events(h, "barge_in")
+    paused_at = h.now
+    # Short speech, then a gap, no words that count: a backchannel by its shape, resumed
+    # without waiting for the recogniser.
+    out = h.caller(200, voiced=False)
+    assert events(h, "barge_in_resumed")
+    resumed_at = next(e.at for e in events(h, "barge_in_resumed"))
+    assert (resumed_at - paused_at) * 1000 <= 400  # 200 ms more speech, the VAD's hangover
     resent = of(PlayAudio, out)
-    # the rest of the sentence goes out again, from about where it stopped (~1.1 s in)
+    # the rest of the sentence goes out again, from about where it stopped (~1.2 s in)
     assert 2500 < sum(a.chunk.duration_ms for a in resent) < 3000
+    h.caller(300, voiced=False)
+    later = h.send(final("Mm-hmm."))  # the words confirm it: nothing changes
+    assert not of(CancelSpeech, later) and not events(h, "barge_in")
     assert of(PlayMark, out)[0].name == f"u{speaks[0].utterance}.2"
     assert events(h, "barge_in_resumed")
     assert not [m for m in h.session.history if m.interrupted]
@@ -370,9 +377,23 @@ def test_a_complete_short_answer_is_replied_to_within_the_normal_endpointing_tim
     h.start()
     h.caller(500)
     h.caller(500, voiced=False)
-    h.send(final("Yes, tomorrow at ten works."))
-    assert not of(StartLlm, h.advance(250))
+    out = h.send(final("Yes, tomorrow at ten works."))
+    assert of(StartLlm, out)  # the model starts on it at once (speculatively) ...
+    assert not of(TranscriptLine, records_of(h.advance(250)))  # ... the turn is taken later
+    assert of(TranscriptLine, records_of(h.advance(60)))
+
+
+def test_without_speculation_the_model_starts_when_the_turn_is_taken() -> None:
+    h = Harness.create(policy=TurnPolicy(endpointing_ms=300), speculate=False)
+    h.start()
+    h.caller(500)
+    h.caller(500, voiced=False)
+    assert not of(StartLlm, h.send(final("Yes, tomorrow at ten works.")) + h.advance(250))
     assert of(StartLlm, h.advance(60))
+
+
+def records_of(actions: list) -> list:  # type: ignore[type-arg]
+    return [a.record for a in actions if isinstance(a, Emit)]
 
 
 def test_a_pause_while_reading_out_a_phone_number_does_not_end_the_turn() -> None:
@@ -471,8 +492,10 @@ def test_the_default_script_offers_no_transfer_without_a_target() -> None:
 
     h = Harness.create()
     h.start()
-    (start,) = of(StartLlm, h.send(SttUpdate(Transcript("hi there", is_final=True,
-                                                         speech_final=True))) + h.advance(50))
+    (start,) = of(
+        StartLlm,
+        h.send(SttUpdate(Transcript("hi there", is_final=True, speech_final=True))) + h.advance(50),
+    )
     assert [t.name for t in start.request.tools] == ["end_call"]
     assert [t.name for t in AgentSettings().script().tools] == ["end_call"]
 

@@ -46,6 +46,20 @@ def test_complete_turns_get_the_normal_wait(text: str) -> None:
     assert P.endpoint_delay_ms(text) == 200
 
 
+def test_a_number_of_a_plausible_whole_length_waits_less_than_one_half_read_out() -> None:
+    """A 7-digit local number may be finished: a short wait, not the unfinished one. 10, 11
+    and 16 digits (national, E.164, a card) get the normal wait; 3-6, 8 and 9 digits are
+    half read out, so a 1.5 s pause between groups never ends the turn."""
+    policy = TurnPolicy(endpointing_ms=0, unfinished_wait_ms=2000, number_wait_ms=600)
+    assert policy.endpoint_delay_ms("My number is 555 1234") == 600
+    assert policy.endpoint_delay_ms("it's five five five one two three four") == 600
+    for done in ("555 123 4567", "1 555 123 4567", "4111 1111 1111 1111"):
+        assert policy.endpoint_delay_ms(done) == 0, done
+    for half in ("555", "555 123", "555 123 45", "4111 1111 1"):
+        wait = policy.endpoint_delay_ms(half)
+        assert wait == 2000 and wait > 1500, half
+
+
 def test_wait_is_bounded() -> None:
     assert (
         TurnPolicy(unfinished_wait_ms=9000, max_endpoint_ms=3000).endpoint_delay_ms("and") == 3000
