@@ -163,7 +163,18 @@ def map_message(msg: Any) -> tuple[SttEvent | None, float | None]:
 class DeepgramOptions:
     model: str = "nova-3"
     endpointing_ms: int = 300
+    # Ask the service to end utterances after this much silence instead (0: off), so the
+    # session can start its reply speculatively; it confirms the rest of ``endpointing_ms``
+    # itself (its VAD's end of speech, or a timer).
+    early_end_ms: int = 100
     utterance_end_ms: int = 1000  # the service's minimum
+
+    @property
+    def service_endpointing_ms(self) -> int:
+        if 0 < self.early_end_ms < self.endpointing_ms:
+            return self.early_end_ms
+        return self.endpointing_ms
+
     keepalive_s: float = 3.0
     connect_timeout_s: float = 2.0
     reconnect_budget_s: float = 3.0  # give up (fatal SttFailure) after this long disconnected
@@ -180,6 +191,8 @@ class DeepgramStt:
         register_secret(api_key)
         self.options = options or DeepgramOptions()
         self._client = AsyncDeepgramClient(api_key=api_key, environment=environment_for(url))
+        # The silence the session confirms after the service's early end of an utterance.
+        self.confirm_ms = self.options.endpointing_ms - self.options.service_endpointing_ms
 
     async def open(self, call: CallInfo) -> DeepgramStream:
         stream = DeepgramStream(self._client, self.options, call)
@@ -370,7 +383,7 @@ class DeepgramStream(LiveStream):
             "sample_rate": "8000",
             "channels": "1",
             "interim_results": "true",
-            "endpointing": str(o.endpointing_ms),
+            "endpointing": str(o.service_endpointing_ms),
             "utterance_end_ms": str(o.utterance_end_ms),
             "vad_events": "true",
             "smart_format": "true",

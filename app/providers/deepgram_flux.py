@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from app.core.audio import MULAW_8K
-from app.core.providers import CallInfo, SpeechStarted, SttEvent, Transcript
+from app.core.providers import CallInfo, ProbableEnd, SpeechStarted, SttEvent, Transcript
 from app.logs import event, get_logger, register_secret
 from app.providers.deepgram import (
     AsyncDeepgramClient,
@@ -106,6 +106,10 @@ class FluxTurns:
         if text and text != self._last_interim:  # Update, EagerEndOfTurn, TurnResumed
             self._last_interim = text
             out.append(Transcript(text, False, False, _confidence(msg)))
+        if kind == "EagerEndOfTurn" and text:
+            out.append(ProbableEnd(text))  # the session may start its reply on it
+        elif kind == "TurnResumed":
+            out.append(SpeechStarted())  # ... and takes it back
         return out, None
 
 

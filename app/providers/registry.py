@@ -62,7 +62,7 @@ def _deepgram(settings: Settings) -> Any:
 
     cloud = settings.providers.cloud
     assert cloud.deepgram_api_key is not None  # checked by build_one
-    options = DeepgramOptions(model=cloud.deepgram_model)
+    options = DeepgramOptions(model=cloud.deepgram_model, early_end_ms=cloud.deepgram_early_end_ms)
     return DeepgramStt(cloud.deepgram_api_key, cloud.deepgram_url, options)
 
 

@@ -173,8 +173,8 @@ async def test_claude_529_then_success_is_invisible_to_the_caller():
 
 
 async def test_claude_stalled_past_budget_speaks_within_two_seconds_and_carries_on():
-    # With the default settings the filler covers a slow model 1.2 s after the turn is
-    # committed, which with the recogniser's endpointing keeps the caller's wait under 2 s.
+    # With the default settings the filler covers a slow model 1 s after the caller stopped
+    # speaking (our VAD's end of speech), so the caller's wait stays well under 2 s.
     async with cloud_call_server() as (url, cloud):
         stalled, then = "what are your opening hours", "can i book a cleaning"
         cloud.anthropic.fault_when = lambda body: (

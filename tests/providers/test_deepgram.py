@@ -111,7 +111,9 @@ def test_fake_engine_endpoints_on_audio_time():
 
 
 async def test_phone_audio_goes_straight_through_and_is_transcribed(fake):
-    stream = await stt(fake).open(CALL)
+    recogniser = stt(fake, early_end_ms=0)  # the whole 300 ms: one utterance, one final
+    assert recogniser.confirm_ms == 0
+    stream = await recogniser.open(CALL)
     try:
         await feed(stream, mulaw(SENTENCE))
         events = await collect(stream, lambda e: isinstance(e, UtteranceEnd))
@@ -140,9 +142,25 @@ async def test_phone_audio_goes_straight_through_and_is_transcribed(fake):
     assert stream.audio_seconds == pytest.approx(len(mulaw(SENTENCE)) / 8000)
 
 
+async def test_by_default_utterances_end_early_and_the_session_confirms_the_rest(fake):
+    """Deepgram is asked for 100 ms endpointing so a speculative reply can start; the session
+    waits out the other 200 ms itself (``confirm_ms``). Short pauses now end utterances."""
+    recogniser = stt(fake)
+    assert recogniser.confirm_ms == 200
+    stream = await recogniser.open(CALL)
+    try:
+        await feed(stream, mulaw("ok then"))
+        events = await collect(stream, lambda e: isinstance(e, UtteranceEnd))
+    finally:
+        await stream.aclose()
+    assert fake.queries[0]["endpointing"] == ["100"]
+    finals = [e for e in events if isinstance(e, Transcript) and e.is_final]
+    assert " ".join(f.text for f in finals) == "ok then" and finals[-1].speech_final
+
+
 async def test_socket_dropped_mid_utterance_still_transcribed(fake):
     fake.drop_after_ms = 1200  # the sentence lasts ~2.6 s: the drop cuts it in the middle
-    stream = await stt(fake).open(CALL)
+    stream = await stt(fake, early_end_ms=0).open(CALL)
     try:
         await feed(stream, mulaw("hello", pause_ms=600))
         await collect(stream, lambda e: isinstance(e, Transcript) and e.is_final)  # settled
@@ -177,7 +195,7 @@ async def test_bad_key_fails_fast_and_clearly(fake):
 
 async def test_reconnect_retries_a_busy_service(fake):
     fake.reject_connects = 2  # two 503s, then it accepts
-    stream = await stt(fake).open(CALL)
+    stream = await stt(fake, early_end_ms=0).open(CALL)
     try:
         await feed(stream, mulaw("ok then"))
         events = await collect(stream, lambda e: isinstance(e, Transcript) and e.is_final)

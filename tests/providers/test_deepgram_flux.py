@@ -10,7 +10,14 @@ from deepgram.listen.v2.types import ListenV2TurnInfo
 
 from app.config import ConfigError, Settings
 from app.core.audio import pcm16_to_mulaw
-from app.core.providers import CallInfo, SpeechStarted, SttEvent, SttFailure, Transcript
+from app.core.providers import (
+    CallInfo,
+    ProbableEnd,
+    SpeechStarted,
+    SttEvent,
+    SttFailure,
+    Transcript,
+)
 from app.doctor import diagnose
 from app.logs import JsonFormatter
 from app.providers.deepgram import DeepgramError
@@ -62,12 +69,13 @@ def test_turn_messages_map_to_core_events():
     started = [SpeechStarted(), Transcript("i", False, False, 0.9)]
     assert turns.feed(info("StartOfTurn", "i")) == (started, None)
     assert turns.feed(info("Update", "i")) == ([], None)  # same words again: nothing new
+    # an eager end starts a speculative reply; TurnResumed takes it back as new speech
     assert turns.feed(info("EagerEndOfTurn", "i would")) == (
-        [Transcript("i would", False, False, 0.9)], None,
+        [Transcript("i would", False, False, 0.9), ProbableEnd("i would")], None,
     )  # fmt: skip
     assert turns.feed(info("TurnResumed", "i would like"))[0] == [
-        Transcript("i would like", False, False, 0.9)
-    ]
+        Transcript("i would like", False, False, 0.9), SpeechStarted()
+    ]  # fmt: skip
     events, settled = turns.feed(info("EndOfTurn", "i would like", end=4.25))
     assert events == [Transcript("i would like", True, True, 0.9)] and settled == 4.25
     assert not turns.in_turn and turns.turns == 1
