@@ -36,6 +36,7 @@ from bench_fakes import (  # noqa: E402
     barge_in_frames,
     endpoint_frames,
     running_fakes,
+    speech_end_frames,
     tokens_to_first_piece,
 )
 from bench_server import ServerProcess  # noqa: E402
@@ -44,6 +45,7 @@ from app.bench.caller import CallerPlan, CallerPool, Line  # noqa: E402
 from app.bench.report import markdown, merge, plot, table  # noqa: E402
 from app.bench.stats import StepStats, TurnBudget, slope, summarise, verdict  # noqa: E402
 from app.config import AgentSettings  # noqa: E402
+from app.providers.deepgram import DeepgramOptions  # noqa: E402
 
 AUTH_TOKEN = "bench-twilio-auth-token"
 DEFAULT_RAMP = "5,10,15,20,25,30,40,50,60,75,100,125,150,200"
@@ -68,6 +70,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=ROOT / "BENCHMARKS.md")
     p.add_argument("--plot", type=Path, default=ROOT / "docs" / "bench-latency.png")
     p.add_argument("--no-write", action="store_true", help="print only")
+    p.add_argument(
+        "--no-speculation", action="store_true", help="SPECULATIVE_REPLY=false on the server"
+    )
     p.add_argument("--json", type=Path, help="also write the raw results here")
     p.add_argument("--profile", type=Path, help="run the server under cProfile, save here")
     p.add_argument("--server-log", type=Path, help="keep the server's log here")
@@ -112,7 +117,7 @@ def machine() -> dict[str, str]:
     }
 
 
-def server_env(fakes_env: dict[str, str]) -> dict[str, str]:
+def server_env(fakes_env: dict[str, str], speculative: bool = True) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.endswith(("_API_KEY", "_URL", "_DSN"))}
     env.update(fakes_env)
     env.update(
@@ -125,33 +130,50 @@ def server_env(fakes_env: dict[str, str]) -> dict[str, str]:
             "DRAIN_TIMEOUT_S": "5",
             "DRAIN_GRACE_S": "1",
             "CAMPAIGN_DIALER": "false",
+            "SPECULATIVE_REPLY": "true" if speculative else "false",
         }
     )
     return env
 
 
-def budgets(script: Script, latency: Latency, query: dict[str, list[str]]) -> list[TurnBudget]:
+def budgets(
+    script: Script, latency: Latency, query: dict[str, list[str]], speculative: bool
+) -> list[TurnBudget]:
     agent = AgentSettings()
+    # The server asks Deepgram for an early end and confirms the rest of the usual endpointing
+    # itself: its VAD's end of the run, or that rest of the silence after the final.
+    full = DeepgramOptions().endpointing_ms
+    early = int(query.get("endpointing", [str(full)])[0])
     out = []
     for _, clip, reply, _ in script.lines:
         k = tokens_to_first_piece(reply)
-        providers = (
-            latency.stt_final_ms
-            + latency.llm_first_token_ms
-            + k * 1000.0 / latency.llm_tokens_per_s
-            + latency.tts_first_audio_ms
-        )
+        model = latency.llm_first_token_ms + k * 1000.0 / latency.llm_tokens_per_s
         out.append(
             TurnBudget(
                 endpoint_ms=endpoint_frames(clip, query) * FRAME_MS,
                 app_endpointing_ms=float(agent.policy.endpointing_ms),
-                providers_ms=providers,
+                stt_ms=latency.stt_final_ms,
+                model_ms=model + latency.tts_first_audio_ms,
+                confirm_ms=confirm_wait(
+                    endpoint_frames(clip, query) * FRAME_MS + latency.stt_final_ms,
+                    speech_end_frames(clip) * FRAME_MS,
+                    max(0, full - early),
+                ),
                 barge_in_wait_ms=(
                     barge_in_frames(clip, agent.policy.barge_in_min_speech_ms) * FRAME_MS
                 ),
+                speculative=speculative,
             )
         )
     return out
+
+
+def confirm_wait(final_ms: float, vad_end_ms: float, rest_ms: float) -> float:
+    """How long after the final the server confirms the turn: at once if its VAD had already
+    ended the run, else at the VAD's end or after the rest of the silence, whichever is first."""
+    if rest_ms <= 0 or vad_end_ms <= final_ms:
+        return 0.0
+    return min(vad_end_ms - final_ms, rest_ms)
 
 
 async def run_step(
@@ -235,7 +257,8 @@ async def bench(args: argparse.Namespace) -> dict:
     capacity, stopped, failed = 0, "every step passed", False
     with tempfile.TemporaryDirectory(prefix="voice-agent-bench-") as tmp:
         async with running_fakes(script, latency) as fakes:
-            server = ServerProcess(server_env(fakes.env), Path(tmp), server_cpu, args.profile)
+            env = server_env(fakes.env, not args.no_speculation)
+            server = ServerProcess(env, Path(tmp), server_cpu, args.profile)
             server.start()
             try:
                 await server.wait_ready()
@@ -244,7 +267,9 @@ async def bench(args: argparse.Namespace) -> dict:
                 warm = CallerPlan(lines=plan.lines[:1], auth_token=AUTH_TOKEN)
                 await CallerPool(server.url, warm).run(1, 0.0)
                 rss_idle = server.rss_bytes()
-                turn_budgets = budgets(script, latency, fakes.deepgram.queries[0])
+                turn_budgets = budgets(
+                    script, latency, fakes.deepgram.queries[0], not args.no_speculation
+                )
                 for n in steps:
                     if time.monotonic() - started > args.budget_s and n > args.calls:
                         stopped = f"time budget ({args.budget_s:g} s) spent"
@@ -289,7 +314,10 @@ async def bench(args: argparse.Namespace) -> dict:
         "load_average_after": [round(x, 2) for x in os.getloadavg()],
         "pinned": {"server_cpu": server_cpu, "loadgen_cpu": loadgen_cpu},
         "latency": _fields(latency),
-        "budgets": [_fields(b) | {"reply_ms": b.reply_ms} for b in turn_budgets],
+        "budgets": [
+            _fields(b) | {"reply_ms": b.reply_ms, "providers_ms": b.providers_ms}
+            for b in turn_budgets
+        ],
         "lines": [t for t, _, _, _ in script.lines],
         "deepgram_query": {k: v[0] for k, v in fakes.deepgram.queries[0].items()},
         "rss_idle_mb": round(rss_idle / 2**20, 1),

@@ -21,7 +21,7 @@ import numpy as np
 from app.config import AgentSettings
 from app.core.audio import MULAW_8K, AudioFormat, Encoding, to_pcm16
 from app.core.text import SentenceSplitter
-from app.core.vad import VoiceActivity
+from app.core.vad import SpeechEnd, VoiceActivity
 from app.providers.local_tts import render
 from app.simulator.audio import trim_silence
 from app.simulator.wire import FRAME_BYTES, MULAW_SILENCE
@@ -224,6 +224,19 @@ def endpoint_frames(clip: bytes, query: dict[str, list[str]]) -> int:
         if any(isinstance(x, Segment) and x.speech_final for x in engine.feed(silence)):
             return n
     raise ValueError("the fake recogniser never ended the utterance")
+
+
+def speech_end_frames(clip: bytes) -> int:
+    """Frames of silence after a clip's last frame until the server's VAD ends the run."""
+    vad = VoiceActivity(8000)
+    for i in range(0, len(clip), FRAME_BYTES):
+        frame = clip[i : i + FRAME_BYTES]
+        vad.feed(to_pcm16(frame + MULAW_SILENCE * (FRAME_BYTES - len(frame)), Encoding.MULAW))
+    silence = to_pcm16(MULAW_SILENCE * FRAME_BYTES, Encoding.MULAW)
+    for n in range(1, 500):
+        if any(isinstance(ev, SpeechEnd) for ev in vad.feed(silence)):
+            return n
+    raise ValueError("the VAD never ended the run")
 
 
 def barge_in_frames(clip: bytes, min_speech_ms: int) -> int:

@@ -166,7 +166,8 @@ def markdown(report: Report, plot_path: str) -> str:
                  "Peak RSS MB", "Caller clock lag p99", "Verdict"]  # fmt: skip
     budget_lines = "\n".join(
         f"- line {i + 1} “{text}”: endpoint {x['endpoint_ms']:.0f} ms + session "
-        f"{x['app_endpointing_ms']:.0f} ms + providers {x['providers_ms']:.0f} ms = "
+        f"{x['app_endpointing_ms']:.0f} ms + providers {x['providers_ms']:.0f} ms"
+        f"{' (the model overlapping the confirmation)' if x.get('speculative') else ''} = "
         f"{x['reply_ms']:.0f} ms; the server's VAD pauses the agent after "
         f"{x['barge_in_wait_ms']:.0f} ms of this line"
         for i, (text, x) in enumerate(zip(report["lines"], b, strict=True))

@@ -42,16 +42,28 @@ class Dist:
 
 @dataclass(frozen=True, slots=True)
 class TurnBudget:
-    """The known, non-framework part of one caller line's reply time, in ms."""
+    """The known, non-framework part of one caller line's reply time, in ms (from the end of the
+    caller's clip)."""
 
     endpoint_ms: float  # the recogniser's endpointing wait, as the fake applies it to this clip
     app_endpointing_ms: float  # the session's own extra wait (ENDPOINTING_MS)
-    providers_ms: float  # STT final delay + LLM first token + tokens to the first piece + TTS
+    stt_ms: float  # the recogniser's final, after its endpoint
+    model_ms: float  # LLM first token + tokens to the first piece + TTS first audio
+    confirm_ms: float  # the silence the server waits out itself after the recogniser's early end
     barge_in_wait_ms: float  # speech the server must hear before it pauses the agent
+    speculative: bool = False  # the model starts on the final, before the turn is confirmed
+
+    @property
+    def providers_ms(self) -> float:
+        return self.stt_ms + self.model_ms
 
     @property
     def reply_ms(self) -> float:
-        return self.endpoint_ms + self.app_endpointing_ms + self.providers_ms
+        final = self.endpoint_ms + self.stt_ms
+        confirmed = final + self.confirm_ms + self.app_endpointing_ms
+        if self.speculative:  # the model's wait overlaps the confirmation
+            return max(final + self.model_ms, confirmed)
+        return confirmed + self.model_ms
 
 
 @dataclass(slots=True)
