@@ -23,7 +23,7 @@ from app.core.providers import (
 )
 from app.core.records import CallEvent, TranscriptLine, TurnMetrics
 from app.core.session_state import SessionState, provider_error
-from app.core.vad import SpeechEnd, SpeechStart, VoiceActivity
+from app.core.vad import Quiet, SpeechEnd, SpeechStart, VoiceActivity
 
 
 class CallerTurn(SessionState):
@@ -31,8 +31,14 @@ class CallerTurn(SessionState):
         rate = chunk.format.sample_rate
         if self._vad is None or self._vad.sample_rate != rate:
             self._vad = VoiceActivity(rate)
+            self._quiet = Quiet(rate)
         vad = self._vad
-        for ev in vad.feed(to_pcm16(chunk.data, chunk.format.encoding)):
+        pcm = to_pcm16(chunk.data, chunk.format.encoding)
+        paused = self._playback.paused
+        settled = self._run == self._backchannel_run  # this run was judged a backchannel
+        track = (paused or settled) and self._quiet is not None
+        quiet_ms = self._quiet.feed(pcm) if track and self._quiet is not None else 0.0
+        for ev in vad.feed(pcm):
             at = now - (vad.position_ms - ev.at_ms) / 1000.0
             if isinstance(ev, SpeechStart):
                 self._run += 1
@@ -58,16 +64,23 @@ class CallerTurn(SessionState):
         if spec is not None and vad.speaking and vad.silence_ms == 0:
             if vad.voiced_to_ms - spec.vad_at_ms >= 80:  # voice again, past the VAD's hangover
                 self._drop_speculation(now, out, "caller went on")
+        if self._confirm_pending and vad.speaking and vad.silence_ms == 0:
+            if vad.voiced_to_ms - self._confirm_from_ms >= 80:
+                # The recogniser's early end was a pause inside the turn: the turn stays open
+                # (its next final arms the endpoint again).
+                self._confirm_pending = False
+                self.timers.endpoint = None
         if not vad.speaking or vad.speech_ms < self.policy.barge_in_min_speech_ms:
             return
         if self._run == self._consumed_run:
             return  # the tail of speech that is already in a committed turn
-        if vad.silence_ms > 0:
+        gap_ms = max(vad.silence_ms, quiet_ms)  # the energy drop shows it before webrtcvad
+        if gap_ms > 0:
             # A gap in the caller's speech over a paused agent: short, with no words that
             # count, it was a backchannel ("uh-huh"): carry on now, not after the transcript.
             if (
                 self._playback.paused
-                and vad.silence_ms >= self.policy.backchannel_gap_ms
+                and gap_ms >= self.policy.backchannel_gap_ms
                 and vad.speech_ms <= self.policy.backchannel_max_ms
                 and self._words_ignorable()
             ):
@@ -77,6 +90,8 @@ class CallerTurn(SessionState):
         if self._playback.paused:
             if self.policy.is_interruption(vad.speech_ms, self._barge_words(), self._agent_text):
                 self._interrupt(now, out, barge_in=True)
+        elif settled and vad.speech_ms <= self.policy.backchannel_max_ms:
+            return  # the rest of an "uh-huh" already let go: the agent carries on
         else:
             self._caller_took_floor(now, out)
 
@@ -124,6 +139,8 @@ class CallerTurn(SessionState):
     def _pause(self, now: float, out: list[Action]) -> None:
         self._agent_text = self._playback.playing_text()
         self._barge_transcripts = []
+        if self._quiet is not None:
+            self._quiet.reset()  # loudness from here on: the caller's sound over the agent
         self._playback.pause(now)
         self.timers.resume = None
         out.append(Clear())
@@ -146,6 +163,8 @@ class CallerTurn(SessionState):
     def _resume(self, now: float, out: list[Action]) -> None:
         """It was a backchannel, a cough or our own echo: carry on where we stopped."""
         self.timers.resume = None
+        if self._vad is not None and self._vad.speaking:
+            self._backchannel_run = self._run  # its tail does not pause the agent again
         for _, chunks, mark in self._playback.resume(now):
             out.extend(PlayAudio(c) for c in chunks)
             if mark is not None:
@@ -261,6 +280,7 @@ class CallerTurn(SessionState):
         self._confirm_pending = bool(self._confirm_ms) and not self._silence_seen(now)
         if self._confirm_pending:
             delay_ms += self._confirm_ms
+            self._confirm_from_ms = self._vad.voiced_to_ms if self._vad is not None else 0.0
         self.timers.endpoint = now + delay_ms / 1000.0
 
     def _silence_seen(self, now: float) -> bool:

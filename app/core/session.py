@@ -52,7 +52,7 @@ from app.core.session_state import Phase, provider_error  # noqa: F401 - Phase: 
 from app.core.speculation import Speculation, request_chars
 from app.core.text import SentenceSplitter
 from app.core.timers import Deadlines
-from app.core.vad import VoiceActivity
+from app.core.vad import Quiet, VoiceActivity
 
 
 class Session(CallerTurn, AgentSpeech):
@@ -84,10 +84,12 @@ class Session(CallerTurn, AgentSpeech):
 
         # caller side
         self._vad: VoiceActivity | None = None
+        self._quiet: Quiet | None = None
         self._pending_user: list[str] = []
         self._restored: str | None = None  # user text taken back from a resumed turn
         self._run = 0  # VAD speech runs so far
         self._consumed_run = -1  # a run already part of a committed turn
+        self._backchannel_run = -1  # a run judged a backchannel while it was still going
         self._speech_end_at: float | None = None
         self._stt_final_at: float | None = None
         self._dtmf: list[str] = []
@@ -96,6 +98,7 @@ class Session(CallerTurn, AgentSpeech):
         self._vad_end_at: float | None = None
         self._confirm_ms = confirm_ms
         self._confirm_pending = False
+        self._confirm_from_ms = 0.0  # our VAD's offset when the confirmation began
         self._filler_spoken = False
 
         # agent side

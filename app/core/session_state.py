@@ -15,7 +15,7 @@ from app.core.speculation import Speculation
 from app.core.text import SentenceSplitter
 from app.core.timers import Deadlines
 from app.core.turns import TurnPolicy
-from app.core.vad import VoiceActivity
+from app.core.vad import Quiet, VoiceActivity
 
 
 class Phase(enum.Enum):
@@ -44,16 +44,19 @@ class SessionState:
     _metrics: dict[int, TurnMetrics]
     # caller side
     _vad: VoiceActivity | None
+    _quiet: Quiet | None  # the caller's loudness while the agent is paused
     _pending_user: list[str]
     _restored: str | None
     _run: int
     _consumed_run: int
+    _backchannel_run: int
     _speech_end_at: float | None
     _stt_final_at: float | None
     _dtmf: list[str]
     _vad_end_at: float | None  # when our VAD last closed a run of speech
     _confirm_ms: int  # silence the recogniser leaves to us to confirm its early end
     _confirm_pending: bool  # the endpoint timer includes that confirmation
+    _confirm_from_ms: float  # our VAD's stream offset when it began (voice after it: go on)
     _filler_spoken: bool  # the filler already covered this caller turn
     # agent side
     _llm_turn: int | None  # the running model request's id (None: none runs)

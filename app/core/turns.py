@@ -89,12 +89,12 @@ class TurnPolicy:
     # agent's own words (speakerphones), make it an interruption.
     barge_in_min_words: int = 2
     # Speech over the agent that stops within this long, followed by ``backchannel_gap_ms``
-    # of silence (after webrtcvad's own ~100 ms hangover), with no words yet or only
+    # of quiet (20 dB under the sound, or webrtcvad's silence), with no words yet or only
     # "mm-hmm"-like ones, is a backchannel by its shape: the agent carries on at once instead
-    # of waiting for the final transcript. If the caller goes on, the next voiced frame pauses
-    # the agent again.
+    # of waiting for the final transcript. 80 ms outlasts the closure of a stop consonant
+    # inside a word; if the caller goes on, the next voiced frame pauses the agent again.
     backchannel_max_ms: int = 600
-    backchannel_gap_ms: int = 40
+    backchannel_gap_ms: int = 80
     # Caller speech shorter than this, with no words, does not start the filler timer (a cough).
     filler_min_speech_ms: int = 450  # (webrtcvad adds ~100 ms of hangover to any sound)
 

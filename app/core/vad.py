@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import webrtcvad
 
 _RATES = (8000, 16000, 32000, 48000)
@@ -30,6 +31,47 @@ class SpeechEnd:
 
 
 VadEvent = SpeechStart | SpeechEnd
+
+
+class Quiet:
+    """How long the audio has stayed far below (``drop_db``) the loudest frame since ``reset``.
+
+    webrtcvad keeps calling frames voiced for ~100 ms after a sound stops (its hangover); a drop
+    in energy shows the stop at once. Used only to tell a short backchannel from the start of a
+    sentence while the agent is paused, so it costs nothing on other frames.
+    """
+
+    __slots__ = ("_frame_bytes", "frame_ms", "_ratio", "_peak", "_quiet_ms", "_pending")
+
+    def __init__(self, sample_rate: int, frame_ms: int = 20, drop_db: float = 20.0) -> None:
+        self.frame_ms = frame_ms
+        self._frame_bytes = sample_rate * frame_ms // 1000 * 2
+        self._ratio = 10 ** (drop_db / 10)  # in power
+        self.reset()
+
+    def reset(self) -> None:
+        self._peak = 0.0
+        self._quiet_ms = 0.0
+        self._pending = b""
+
+    @property
+    def quiet_ms(self) -> float:
+        return self._quiet_ms
+
+    def feed(self, pcm: bytes) -> float:
+        data = self._pending + pcm if self._pending else pcm
+        n = self._frame_bytes
+        usable = len(data) - len(data) % n
+        self._pending = data[usable:]
+        for i in range(0, usable, n):
+            samples = np.frombuffer(data, dtype=np.int16, count=n // 2, offset=i)
+            power = float(np.dot(samples, samples.astype(np.float64))) / len(samples)
+            self._peak = max(self._peak, power)
+            if self._peak > 0 and power * self._ratio < self._peak:
+                self._quiet_ms += self.frame_ms
+            else:
+                self._quiet_ms = 0.0
+        return self._quiet_ms
 
 
 class VoiceActivity:

@@ -251,3 +251,41 @@ def test_one_word_the_agent_also_said_waits_for_more_before_resuming() -> None:
     assert not of(PlayAudio, out) and not events(h, "barge_in_resumed")
     h.send(SttUpdate(Transcript(f"{word} at ten in the morning", is_final=False)))
     assert events(h, "barge_in") and not events(h, "barge_in_resumed")
+
+
+def test_a_short_uh_huh_resumes_the_agent_within_300_ms_of_the_pause() -> None:
+    """By its shape: 400 ms of sound, then its energy drops; webrtcvad's hangover is not
+    waited for, and the tail of that sound does not pause the agent again."""
+    h = Harness.create()
+    out = h.send(CallStarted())
+    h.synthesize(of(Speak, out)[0], 4000)
+    h.advance(500)
+    paused_at = resumed_at = None
+    clears = 0
+    for _ in range(400 // 20):
+        step = h.caller(20)
+        clears += len(of(Clear, step))
+        if paused_at is None and of(Clear, step):
+            paused_at = h.now
+    for _ in range(30):
+        step = h.caller(20, voiced=False)
+        clears += len(of(Clear, step))
+        if resumed_at is None and of(PlayAudio, step):
+            resumed_at = h.now
+    assert paused_at is not None and resumed_at is not None
+    assert (resumed_at - paused_at) * 1000 <= 300  # measured: 280 ms (80 ms after the sound)
+    assert clears == 1 and [e.detail["by"] for e in events(h, "backchannel")] == ["shape"]
+    assert not events(h, "barge_in")
+
+
+def test_the_rest_of_an_uh_huh_let_go_by_its_first_words_does_not_pause_again() -> None:
+    h = Harness.create(policy=EARLY)
+    out = h.send(CallStarted())
+    h.synthesize(of(Speak, out)[0], 4000)
+    h.advance(500)
+    assert of(Clear, h.caller(160))
+    out = h.send(SttUpdate(Transcript("uh huh", is_final=False)))
+    assert of(PlayAudio, out)
+    assert not of(Clear, h.caller(200))  # still saying it: the agent carries on
+    # ... but speech that goes on past a backchannel's length takes the floor after all
+    assert of(Clear, h.caller(400))

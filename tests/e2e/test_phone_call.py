@@ -76,7 +76,8 @@ async def test_barge_in_clears_the_agent_and_trims_its_history(local_server) -> 
 
 async def test_twenty_calls_at_once_all_complete(local_server) -> None:  # type: ignore[no-untyped-def]
     # One Whisper worker serves every call, so 20 callers speaking within seconds of each other
-    # queue up (~0.5 s of CPU each on 2 cores): replies are slower, but no call is lost.
+    # queue up (~0.5 s of CPU each on 2 cores): replies are slower, but no call is lost. Each
+    # caller hears "one moment" a second after they stop, and waits for the answer after it.
     async with local_server(IDLE_TIMEOUT_S="90") as srv:
 
         async def one(i: int):  # type: ignore[no-untyped-def]
@@ -84,7 +85,7 @@ async def test_twenty_calls_at_once_all_complete(local_server) -> None:  # type:
             return await simulate_call(
                 srv.url,
                 ("What are your opening hours?",),
-                CallOptions(call_timeout=150, reply_timeout=90),
+                CallOptions(call_timeout=150, reply_timeout=90, settle_ms=15_000),
             )
 
         results = await asyncio.gather(*(one(i) for i in range(20)))

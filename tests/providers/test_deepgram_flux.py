@@ -103,7 +103,7 @@ def test_fake_ends_turns_on_silence_measured_in_audio_time():
     out = engine.feed(mulaw(FIRST, pause_ms=1000))
     kinds = [e.event for e in out]
     assert kinds[0] == "StartOfTurn" and "Update" in kinds
-    # word gaps (140 ms) never reach the eager threshold; the pause after the last word does
+    # word gaps (80 ms) never reach the eager threshold; the pause after the last word does
     assert kinds.count("EndOfTurn") == 1 and "TurnResumed" not in kinds
     at = kinds.index("EndOfTurn")
     assert kinds[at - 1] == "EagerEndOfTurn" and set(kinds[at + 1 :]) == {"Update"}
@@ -111,8 +111,8 @@ def test_fake_ends_turns_on_silence_measured_in_audio_time():
     end = out[at]
     assert tonecode.decode(end.audio) == FIRST and end.trigger == "model"
     speech_s = len(tonecode.encode(FIRST)) / 2 / 8000
-    # 0.7 of 600 ms of silence after the last tone (the clip ends with a 140 ms pause)
-    assert end.end == pytest.approx(speech_s - 0.14 + 0.42, abs=0.03)
+    # 0.7 of 600 ms of silence after the last tone (the clip ends with a word gap's pause)
+    assert end.end == pytest.approx(speech_s - tonecode.WORD_GAP_MS / 1000 + 0.42, abs=0.03)
     assert engine.turn_index == 1 and not engine.in_turn
 
 
