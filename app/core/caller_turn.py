@@ -108,7 +108,7 @@ class CallerTurn(SessionState):
 
     def _words_ignorable(self) -> bool:
         words = self._barge_words()
-        return words is None or self._ignorable(words)
+        return words is None or self._few_words_ignorable(words)
 
     def _arm_filler(self, speech_end: float, speech_ms: float) -> None:
         """The caller stopped: if nothing answers within the filler time of that moment,
@@ -153,6 +153,9 @@ class CallerTurn(SessionState):
         vad = self._vad
         if vad is not None and vad.speech_ms > self.policy.backchannel_max_ms:
             return False
+        return self._few_words_ignorable(text)
+
+    def _few_words_ignorable(self, text: str) -> bool:
         if self.policy.is_backchannel(text):
             return True
         return len(text.split()) >= 3 and self._ignorable(text)
