@@ -42,11 +42,14 @@ async def test_restart_reconciles_calls_in_flight_and_finishes(tmp_path):
 
         first = CampaignEngine(stack.service, cid, poll_s=0.02, max_idle_s=None)
         crashed = asyncio.create_task(first.run())
-        for _ in range(1000):  # two calls placed besides the orphan's claim: at capacity
+        # two calls placed besides the orphan's claim: at capacity (paced at 1 a second; a
+        # loaded machine may take several)
+        for _ in range(3000):
             placed = [r for r in await store.in_flight(cid) if r["call_sid"]]
             if len(placed) == 2:
                 break
             await asyncio.sleep(0.01)
+        assert len(placed) == 2, "the dialler never reached capacity"
         crashed.cancel()  # the process dies with two calls in flight
         await asyncio.gather(crashed, return_exceptions=True)
         before_crash[0] = False
