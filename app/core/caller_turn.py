@@ -23,6 +23,7 @@ from app.core.providers import (
 )
 from app.core.records import CallEvent, TranscriptLine, TurnMetrics
 from app.core.session_state import SessionState, provider_error
+from app.core.speculation import Speculation
 from app.core.vad import Quiet, SpeechEnd, SpeechStart, VoiceActivity
 
 
@@ -34,10 +35,10 @@ class CallerTurn(SessionState):
             self._quiet = Quiet(rate)
         vad = self._vad
         pcm = to_pcm16(chunk.data, chunk.format.encoding)
-        paused = self._playback.paused
         settled = self._run == self._backchannel_run  # this run was judged a backchannel
-        track = (paused or settled) and self._quiet is not None
-        quiet_ms = self._quiet.feed(pcm) if track and self._quiet is not None else 0.0
+        quiet = self._quiet
+        track = quiet is not None and (self._playback.paused or settled)
+        quiet_ms = quiet.feed(pcm) if track and quiet is not None else 0.0
         for ev in vad.feed(pcm):
             at = now - (vad.position_ms - ev.at_ms) / 1000.0
             if isinstance(ev, SpeechStart):
@@ -60,12 +61,11 @@ class CallerTurn(SessionState):
                 else:
                     self._arm_filler(at, ev.duration_ms)
                 self._arm_idle(now)
-        spec = self._spec
-        if spec is not None and vad.speaking and vad.silence_ms == 0:
-            if vad.voiced_to_ms - spec.vad_at_ms >= 80:  # voice again, past the VAD's hangover
+        if vad.speaking and vad.silence_ms == 0:  # a voiced frame: did the caller go on?
+            spec = self._spec
+            if spec is not None and _went_on(vad, spec.vad_at_ms):
                 self._drop_speculation(now, out, "caller went on")
-        if self._confirm_pending and vad.speaking and vad.silence_ms == 0:
-            if vad.voiced_to_ms - self._confirm_from_ms >= 80:
+            if self._confirm_pending and _went_on(vad, self._confirm_from_ms):
                 # The recogniser's early end was a pause inside the turn: the turn stays open
                 # (its next final arms the endpoint again).
                 self._confirm_pending = False
@@ -311,20 +311,10 @@ class CallerTurn(SessionState):
         if text is None:
             text = " ".join(self._pending_user).strip()
             self._pending_user.clear()
-        spec, self._spec = self._spec, None
+        spec = self._take_speculation(text, keypad, now, out)
         if not text or self._ending is not None:
-            self._spec = spec
-            self._drop_speculation(now, out, "no turn")
             return
-        if spec is not None and (keypad or not spec.matches(text)):
-            self._spec = spec
-            self._drop_speculation(now, out, "words changed")
-            spec = None
-        if self.agent_active and not self._playback.only(self.script.filler):
-            if spec is not None:
-                self._spec = spec
-                self._drop_speculation(now, out, "agent busy")
-                spec = None
+        if self.agent_active and not self._only_filler():
             if self._playback.audible(now):
                 self._interrupt(now, out, barge_in=True)
             else:  # nothing of it was sent yet: drop it quietly
@@ -360,6 +350,26 @@ class CallerTurn(SessionState):
         else:
             self._start_llm(turn, now, out)
 
+    def _take_speculation(
+        self, text: str, keypad: bool, now: float, out: list[Action]
+    ) -> Speculation | None:
+        """The speculative reply the turn ``text`` keeps, if any; one that does not fit it is
+        dropped."""
+        spec, self._spec = self._spec, None
+        if spec is None:
+            return None
+        if not text or self._ending is not None:
+            reason = "no turn"
+        elif keypad or not spec.matches(text):
+            reason = "words changed"
+        elif self.agent_active and not self._only_filler():
+            reason = "agent busy"
+        else:
+            return spec
+        self._spec = spec
+        self._drop_speculation(now, out, reason)
+        return None
+
     def _on_dtmf(self, digit: str, now: float, out: list[Action]) -> None:
         out.append(Emit(CallEvent("dtmf", now)))
         if self._ending is not None:
@@ -377,3 +387,8 @@ class CallerTurn(SessionState):
         digits, self._dtmf, self.timers.dtmf = self._dtmf, [], None
         if digits:
             self._commit_user_turn(now, out, text="[keypad: " + " ".join(digits) + "]")
+
+
+def _went_on(vad: VoiceActivity, since_ms: float) -> bool:
+    """Voice again after the stream offset ``since_ms``, past the VAD's own hangover."""
+    return vad.voiced_to_ms - since_ms >= 80

@@ -243,8 +243,8 @@ class Session(CallerTurn, AgentSpeech):
         """The turn was confirmed with the words the speculative reply answers: it becomes the
         turn's reply, and what it held is handled now, in the order it arrived."""
         self._llm_turn = spec.id
-        self._llm_text, self._llm_tools = [], []
-        self._splitter = SentenceSplitter()
+        self._llm_text, self._llm_tools = list(spec.reply), []
+        self._splitter = spec.splitter
         self._spoke_in_turn = False
         self._arm_reply_timers(turn, now)
         out.append(
@@ -252,8 +252,6 @@ class Session(CallerTurn, AgentSpeech):
         )
         if spec.first_token_at is not None:
             self._on_llm_text("", now, out)  # its first token is in: stamp it, stop the timers
-        self._llm_text = list(spec.reply)
-        self._splitter = spec.splitter
         for utt in spec.utterances.values():
             utt.turn = turn
             self._playback.add(utt)

@@ -120,6 +120,9 @@ class SessionState:
     def _adopt(self, spec: Speculation, turn: int, now: float, out: list[Action]) -> None:
         raise NotImplementedError
 
+    def _only_filler(self) -> bool:
+        raise NotImplementedError
+
     def _speak(self, text: str, turn: int, out: list[Action], cached: bool = False) -> None:
         raise NotImplementedError
 

@@ -186,38 +186,31 @@ def test_a_cough_or_unfinished_words_get_no_filler() -> None:
     assert not of(Speak, h.caller(1500, voiced=False))
 
 
-def test_a_slow_tool_gets_its_own_filler_once_the_agent_is_silent() -> None:
+def model_calls_a_tool(words: str, call: ToolCall) -> Harness:
+    """The caller says ``words``; the model answers with nothing but ``call``."""
     h = Harness.create(policy=EARLY)
     h.start()
     h.caller(600)
     h.caller(400, voiced=False)
-    (start,) = of(StartLlm, h.send(final("What is my balance")) + h.advance(0))
-    call = ToolCall("t9", "lookup", {})
+    (start,) = of(StartLlm, h.send(final(words)) + h.advance(0))
     h.send(LlmTool(start.turn, call))
     h.send(LlmDone(start.turn))
+    return h
+
+
+def test_a_slow_tool_gets_its_own_filler_once_the_agent_is_silent() -> None:
+    h = model_calls_a_tool("What is my balance", ToolCall("t9", "lookup", {}))
     out = h.advance(1100)
     (say,) = of(Speak, out)
     assert say.cached and say.text == "Let me check that for you."
     h.send(ToolDone("t9"))
     # A tool that acts on the line (keys to a menu) is never talked over.
-    h2 = Harness.create(policy=EARLY)
-    h2.start()
-    h2.caller(600)
-    h2.caller(400, voiced=False)
-    (start2,) = of(StartLlm, h2.send(final("press one")) + h2.advance(0))
-    h2.send(LlmTool(start2.turn, ToolCall("k", "send_digits", {"digits": "1"})))
-    h2.send(LlmDone(start2.turn))
+    h2 = model_calls_a_tool("press one", ToolCall("k", "send_digits", {"digits": "1"}))
     assert not [s for s in of(Speak, h2.advance(3000)) if "check" in s.text]
 
 
 def test_a_quick_tool_gets_no_filler() -> None:
-    h = Harness.create(policy=EARLY)
-    h.start()
-    h.caller(600)
-    h.caller(400, voiced=False)
-    (start,) = of(StartLlm, h.send(final("What is my balance")) + h.advance(0))
-    h.send(LlmTool(start.turn, ToolCall("t1", "lookup", {})))
-    h.send(LlmDone(start.turn))
+    h = model_calls_a_tool("What is my balance", ToolCall("t1", "lookup", {}))
     h.advance(300)
     h.send(ToolDone("t1"))
     assert not [s for s in of(Speak, h.advance(2000)) if "check" in s.text]
@@ -237,8 +230,8 @@ def test_backchannel_words_in_the_first_interim_resume_the_agent_at_once() -> No
 
 
 def test_one_word_the_agent_also_said_waits_for_more_before_resuming() -> None:
-    """"Tomorrow" over an agent asking about tomorrow may begin an answer: it is not taken for
-    echo on its own; a longer interim decides (here an interruption)."""
+    """One word ("tomorrow") over an agent asking about tomorrow may begin an answer: it is not
+    taken for echo on its own; a longer interim decides (here an interruption)."""
     h = Harness.create(policy=EARLY)
     out = h.send(CallStarted())
     h.synthesize(of(Speak, out)[0], 4000)
