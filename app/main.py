@@ -10,6 +10,8 @@ import argparse
 import asyncio
 import contextlib
 import gc
+import os
+import socket
 import sys
 import time
 from collections.abc import Iterator
@@ -21,6 +23,7 @@ from app.config import ConfigError, Settings
 from app.core.audio import CANONICAL, MULAW_8K
 from app.logs import configure, event, get_logger, register_secret
 from app.ops import sentry as ops_sentry
+from app.runtime import workers
 from app.runtime.context import AppContext
 from app.runtime.drain import DrainingServer
 from app.runtime.phrases import PhraseCache
@@ -48,6 +51,7 @@ def register_secrets(settings: Settings) -> None:
         settings.ops.sentry_dsn,
         settings.callcentre.post_call_webhook_secret,
         urlsplit(db_url).password if db_url else None,
+        workers.current().secret,
     ):
         register_secret(secret)
 
@@ -134,16 +138,27 @@ async def serve(settings: Settings) -> None:
         config, ctx.calls, settings.server.drain_timeout_s, settings.ops.drain_grace_s,
         handover=settings.server.drain_handover,
     )
-    event(log, "listening", host=settings.server.host, port=settings.server.port)
+    worker = workers.current()
+    event(log, "listening", host=settings.server.host, port=settings.server.port,
+          worker=worker.index, workers=worker.count)
     internal = _metrics_server(ctx)
-    internal_task = asyncio.create_task(internal.serve()) if internal is not None else None
+    internal_task = None
+    if internal is not None:
+        internal_task = asyncio.create_task(internal.serve(sockets=_shared(internal.config)))
     try:
-        await server.serve()
+        await server.serve(sockets=_shared(config))
     finally:
         if internal is not None and internal_task is not None:
             internal.should_exit = True
             await asyncio.gather(internal_task, return_exceptions=True)
         ops_sentry.shutdown()
+
+
+def _shared(config: uvicorn.Config) -> list[socket.socket] | None:
+    """Under ``--workers N``, the port bound with SO_REUSEPORT (uvicorn binds it otherwise)."""
+    if workers.current().count == 1:
+        return None
+    return [workers.listen_socket(config.host, config.port)]
 
 
 class _SideServer(uvicorn.Server):
@@ -181,6 +196,12 @@ def run_serve(args: argparse.Namespace) -> int:
         settings = _with_port(settings, args.port)
     configure(settings.server.log_level)
     register_secrets(settings)
+    count = args.workers if args.workers is not None else settings.server.workers
+    count = count or workers.default_count()
+    if workers.INDEX_ENV not in os.environ and count > 1:
+        from app.runtime.supervisor import Supervisor
+
+        return Supervisor(count, ["--port", str(settings.server.port)]).run()
     from app.providers.local_tts import TtsError
     from app.store import StoreError
 
@@ -203,4 +224,8 @@ def _with_port(settings: Settings, port: int) -> Settings:
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("serve", help="run the server (embedded local providers without keys)")
     p.add_argument("--port", type=int, default=0, help="override PORT")
+    p.add_argument(
+        "--workers", type=int, default=None, metavar="N",
+        help="server processes sharing the port (default: WORKERS, else one per usable core)",
+    )
     p.set_defaults(func=run_serve)

@@ -14,6 +14,7 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app import callcentre, store
 from app.campaigns import api as campaigns_api
@@ -23,6 +24,7 @@ from app.campaigns.api import MAX_BODY as CAMPAIGNS_MAX_BODY
 from app.logs import event, get_logger
 from app.ops import calls_api, metrics, zombies
 from app.outbound import routes as outbound_routes
+from app.runtime import workers
 from app.runtime.context import AppContext
 from app.transports import twilio, webrtc
 from app.transports.http_guard import RequestGuard
@@ -45,11 +47,36 @@ async def close_providers(ctx: AppContext) -> None:
                 )
 
 
+class WorkerHeader:
+    """Adds ``X-Worker: <index>`` to every HTTP response of a worker under ``--workers N``."""
+
+    def __init__(self, app: ASGIApp, index: int) -> None:
+        self.app = app
+        self.header = (b"x-worker", str(index).encode())
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def tagged(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), self.header]}
+            await send(message)
+
+        await self.app(scope, receive, tagged)
+
+
 def create_app(ctx: AppContext) -> Starlette:
+    worker = workers.current()
+
     async def health(request: Request) -> JSONResponse:
+        body: dict[str, object] = {"calls": len(ctx.calls)}
+        if worker.count > 1:  # this worker's own calls; /api/live has the machine's
+            body["worker"] = worker.index
         if ctx.calls.draining:
-            return JSONResponse({"status": "draining", "calls": len(ctx.calls)}, status_code=503)
-        return JSONResponse({"status": "ok", "calls": len(ctx.calls)})
+            return JSONResponse({"status": "draining", **body}, status_code=503)
+        return JSONResponse({"status": "ok", **body})
 
     routes: list[BaseRoute] = [Route("/health", health, methods=["GET"])]
     # Feature routes are appended here, one line per feature module.
@@ -81,6 +108,9 @@ def create_app(ctx: AppContext) -> Starlette:
         limits=[(CAMPAIGNS_PATH, CAMPAIGNS_MAX_BODY, 60.0)],
         body_timeout_s=ctx.settings.server.http_body_timeout_s,
     )
-    app = Starlette(routes=routes, lifespan=lifespan, middleware=[guard])
+    middleware = [guard]
+    if worker.count > 1:  # which worker answered: for operators reading a trace, and tests
+        middleware.append(Middleware(WorkerHeader, index=worker.index))
+    app = Starlette(routes=routes, lifespan=lifespan, middleware=middleware)
     app.state.ctx = ctx
     return app

@@ -25,8 +25,12 @@ from app.outbound.dialer import DialError
 from app.outbound.retry import retry_at
 from app.outbound.service import DialRefused, OutboundService, pacing_interval
 from app.store.campaigns import ClaimedContact
+from app.store.shared import acquire_lease, release_lease
 
 log = get_logger(__name__)
+
+LEASE = "campaign-dialler"
+LEASE_INTERVALS = 3  # supervisor polls a lease outlives
 
 
 def instance_id() -> str:
@@ -229,6 +233,7 @@ class CampaignSupervisor:
         self.poll_s = poll_s
         self.instance = instance_id()
         self._engines: dict[str, asyncio.Task[str]] = {}
+        self._owner = False
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -239,13 +244,32 @@ class CampaignSupervisor:
     def wake(self) -> None:
         self._wake.set()
 
+    async def _owns_dialling(self) -> bool:
+        """One dialler per deployment: every worker of every instance runs a supervisor, and
+        the holder of the store's lease dials. Another takes over when its lease lapses."""
+        db = self.service.store.db
+        now = self.service.clock.now()
+        held = await acquire_lease(
+            db, LEASE, holder=self.instance, now=now, ttl_s=LEASE_INTERVALS * self.poll_s
+        )
+        if held != self._owner:
+            self._owner = held
+            event(log, "campaign_dialler_lease", held=held, instance=self.instance)
+        return held
+
     async def _loop(self) -> None:
         while True:
             try:
-                running = await self.service.store.campaigns.list(status="running")
+                owner = await self._owns_dialling()
+                running = (
+                    await self.service.store.campaigns.list(status="running") if owner else []
+                )
             except Exception as exc:  # noqa: BLE001 - a database outage must not end dialling
                 event(log, "campaign_supervisor_error", level=40, error=type(exc).__name__)
-                running = []
+                owner, running = self._owner, []
+            if not owner:  # another worker dials: ours stop (each contact is claimed anyway)
+                for task in self._engines.values():
+                    task.cancel()
             for done in [cid for cid, t in self._engines.items() if t.done()]:
                 task = self._engines.pop(done)
                 if not task.cancelled() and task.exception() is not None:
@@ -268,3 +292,7 @@ class CampaignSupervisor:
         await asyncio.gather(*tasks, return_exceptions=True)
         self._engines.clear()
         self._task = None
+        if self._owner:  # let another worker dial at once
+            self._owner = False
+            with contextlib.suppress(Exception):
+                await release_lease(self.service.store.db, LEASE, holder=self.instance)

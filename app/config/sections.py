@@ -18,7 +18,9 @@ class ServerSettings:
     # The URL Twilio reaches us on (https://...). Signatures are computed over it.
     public_url: str | None = None
     log_level: str = "info"
-    max_concurrent_calls: int = 100
+    # Per worker. Measured (BENCHMARKS.md, cloud providers, one worker on one core): turn
+    # overhead p95 stays under 20 ms up to 15 calls and reaches 25-45 ms at 20-30.
+    max_concurrent_calls: int = 20
     drain_timeout_s: float = 240.0
     # Peers whose X-Forwarded-For is believed (CIDRs). On fly.io the proxy's Fly-Client-IP is.
     trusted_proxies: tuple[str, ...] = ()
@@ -37,6 +39,9 @@ class ServerSettings:
     # (their stream closes; Twilio's <Connect action> reaches a healthy instance) instead of
     # being waited for. Default: on with several instances, where there is one to take them.
     drain_handover: bool = False
+    # Server processes sharing the port (SO_REUSEPORT), one per core: 0 = the cores this
+    # process may use. MAX_CONCURRENT_CALLS is per worker.
+    workers: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,7 +27,8 @@ from starlette.routing import BaseRoute, Route
 
 from app.core.records import TurnMetrics
 from app.logs import event, get_logger, mask_phone
-from app.ops import pricing
+from app.ops import pricing, zombies
+from app.runtime import workers
 from app.transports.peers import bearer_ok
 from telephony.security import is_loopback
 
@@ -144,6 +145,26 @@ def live_view(calls: Any) -> list[dict[str, Any]]:
     return out
 
 
+def merge_live(rows: list[dict[str, Any]], here: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The store's live calls (every worker's) in the live view's shape, with this worker's
+    own calls as it sees them (fresher than its last write)."""
+    mine = {c["id"]: c for c in here}
+    out = [
+        mine.pop(row["id"], None) or {
+            "id": row["id"],
+            "transport": row["transport"],
+            "direction": row["direction"],
+            "from": mask_phone(row["from_number"]),
+            "to": mask_phone(row["to_number"]),
+            "turns": int(row["turns"] or 0),
+            "last_turn_ms": row["last_turn_ms"],
+            "ending": False,
+        }
+        for row in rows
+    ]
+    return out + list(mine.values())  # started here but not yet written
+
+
 def _int(raw: str | None, default: int, lo: int, hi: int) -> int:
     try:
         return max(lo, min(hi, int(raw))) if raw is not None else default
@@ -244,11 +265,22 @@ def routes(ctx: AppContext) -> list[BaseRoute]:
     async def live(request: Request) -> Response:
         if (denied := refused(request)) is not None:
             return denied
+        now = time.time()
+        here = live_view(ctx.calls)
+        calls = here
+        if (st := store()) is not None and workers.current().count > 1:
+            # Several workers: the store knows every call; this worker adds what it holds.
+            fresh_s = zombies.STALE_INTERVALS * ctx.settings.ops.zombie_sweep_interval_s
+            try:
+                calls = merge_live(await st.calls.live_calls(now, fresh_s), here)
+            except Exception as exc:  # the store is down: this worker's calls, said so
+                event(log, "live_calls_store_failed", error=type(exc).__name__)
+        capacity = ctx.admission.capacity if ctx.admission is not None else ctx.calls.max_calls
         return JSONResponse({
-            "calls": live_view(ctx.calls),
-            "capacity": ctx.calls.max_calls,
+            "calls": calls,
+            "capacity": capacity,
             "draining": ctx.calls.draining,
-            "now": time.time(),
+            "now": now,
         })
 
     async def list_campaigns(request: Request) -> Response:

@@ -5,21 +5,24 @@ provider errors and reconnects; call durations and cost; live calls by transport
 the call registry at scrape time, so the gauge can never drift from the truth).
 
 The metrics live in their own ``CollectorRegistry`` (one per ``AppContext``), so tests and
-several apps in one process do not share counters. ``/metrics`` requires
-``Authorization: Bearer <METRICS_TOKEN>`` when that setting is present.
+several apps in one process do not share counters. Under ``serve --workers N`` every worker
+writes prometheus_client's multiprocess files and any worker's scrape shows them all, summed.
+``/metrics`` requires ``Authorization: Bearer <METRICS_TOKEN>`` when that setting is present.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import logging
+import os
 import re
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -73,6 +76,41 @@ class _LiveCalls(Collector):
         )
 
 
+class _SharedLiveCalls:
+    """The live-call gauges when several workers share one scrape: each worker writes its own
+    values (prometheus_client's multiprocess files) whenever its registry changes, and the
+    scrape sums those of the workers alive."""
+
+    def __init__(self, calls: Any, registry: CollectorRegistry) -> None:
+        self.calls = calls
+        self.active = Gauge(
+            f"{PREFIX}_active_calls", "Calls in progress on this instance", ["transport"],
+            multiprocess_mode="livesum", registry=registry,
+        )
+        self.capacity = Gauge(
+            f"{PREFIX}_call_capacity", "Admission limit of this instance",
+            multiprocess_mode="livesum", registry=registry,
+        )
+        self.draining = Gauge(
+            f"{PREFIX}_draining", "1 while the instance drains before exit",
+            multiprocess_mode="livemax", registry=registry,
+        )
+        calls.listeners.append(self.update)
+        self.update()
+
+    def update(self) -> None:
+        known = set(TRANSPORTS) | {c.transport for c in self.calls.calls()}
+        for transport in known:
+            self.active.labels(transport).set(self.calls.count(transport))
+        self.capacity.set(self.calls.max_calls)
+        self.draining.set(1 if self.calls.draining else 0)
+
+
+def multiprocess_dir() -> str | None:
+    """Set by ``serve --workers N`` for its workers: where their metrics meet."""
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+
+
 class Metrics:
     """Receives every record of every call (``CallObserver``) and counts it. Never blocks."""
 
@@ -80,7 +118,10 @@ class Metrics:
         self.registry = CollectorRegistry()
         self.pricer = pricer
         r = self.registry
-        if calls is not None:
+        self.shared_dir = multiprocess_dir()
+        if calls is not None and self.shared_dir:
+            _SharedLiveCalls(calls, r)
+        elif calls is not None:
             r.register(_LiveCalls(calls))
         self.turn_latency = Histogram(
             f"{PREFIX}_turn_latency_seconds",
@@ -203,6 +244,10 @@ class Metrics:
     # ------------------------------------------------------------------ exposition
 
     def render(self) -> bytes:
+        if self.shared_dir:  # every worker of this machine, summed
+            merged = CollectorRegistry()
+            MultiProcessCollector(merged, path=self.shared_dir)
+            return generate_latest(merged)
         return generate_latest(self.registry)
 
 

@@ -5,7 +5,8 @@ Each instance touches the rows of its own live calls every interval (a heartbeat
 ended (``end_reason`` empty) and that nobody has touched for ``STALE_INTERVALS`` intervals
 belongs to a session that no longer exists on any instance: it is ended with reason
 ``interrupted`` through the store's own ``end_call``. Rows of calls still ringing (no session
-yet) are never touched. Runs at start-up and then periodically.
+yet) are never touched. Runs at start-up and then periodically. Every worker beats for its own
+calls (and renews their admission slots); only the holder of the sweep lease sweeps.
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from app.logs import event, get_logger
+from app.runtime import workers
 from app.store.abandoned import close_abandoned, touch_live
+from app.store.shared import acquire_lease, release_lease
 
 if TYPE_CHECKING:
     from app.runtime.context import AppContext
@@ -27,6 +30,7 @@ log = get_logger(__name__)
 
 REASON = "interrupted"
 STALE_INTERVALS = 3  # missed heartbeats before a row counts as abandoned
+LEASE = "zombie-sweep"
 
 
 class ZombieSweeper:
@@ -39,6 +43,7 @@ class ZombieSweeper:
         self.interval_s = interval_s
         self.clock = clock
         self.closed_total = 0
+        self.holder = workers.current().id
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -51,9 +56,17 @@ class ZombieSweeper:
             return []
         live = [c.call_id for c in self.ctx.calls.calls()]
         now = self.clock()
+        stale_after_s = STALE_INTERVALS * self.interval_s
         await touch_live(store.db, live, now)
+        if self.ctx.admission is not None:  # the same heartbeat keeps the calls' slots
+            await self.ctx.admission.heartbeat(live, stale_after_s)
+        # Every worker beats for its own calls; one of them (the lease holder) sweeps.
+        if not await acquire_lease(
+            store.db, LEASE, holder=self.holder, now=now, ttl_s=stale_after_s
+        ):
+            return []
         closed = await close_abandoned(
-            store.db, set(live), now, STALE_INTERVALS * self.interval_s, REASON
+            store.db, set(live), now, stale_after_s, REASON
         )
         if closed:
             self.closed_total += len(closed)
@@ -79,6 +92,10 @@ class ZombieSweeper:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        store = self.ctx.store
+        if store is not None:  # another worker sweeps from its next tick, not after expiry
+            with contextlib.suppress(Exception):
+                await release_lease(store.db, LEASE, holder=self.holder)
 
 
 async def start(ctx: AppContext) -> ZombieSweeper:

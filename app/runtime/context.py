@@ -26,6 +26,7 @@ if TYPE_CHECKING:
         Resumed,  # the features' types, for annotations only: runtime imports no feature
     )
     from app.store import CallRecordObserver, Store
+    from app.transports.admission import Admission
     from app.transports.webrtc import WebRtcManager
 
 log = get_logger(__name__)
@@ -53,10 +54,25 @@ class CallRegistry:
 
     def __init__(self, max_calls: int) -> None:
         self.max_calls = max_calls
-        self.draining = False
+        self._draining = False
+        # Told of every change (a call added or removed, a drain begun); must not block.
+        self.listeners: list[Callable[[], None]] = []
         self._calls: dict[str, tuple[CallInfo, Any]] = {}
         self._handovers: dict[str, Callable[[], None]] = {}
         self._changed = asyncio.Event()
+
+    @property
+    def draining(self) -> bool:
+        return self._draining
+
+    @draining.setter
+    def draining(self, value: bool) -> None:
+        self._draining = value
+        self._notify()
+
+    def _notify(self) -> None:
+        for listener in self.listeners:
+            listener()
 
     def can_admit(self) -> bool:
         return not self.draining and len(self._calls) < self.max_calls
@@ -70,11 +86,13 @@ class CallRegistry:
         if handover is not None:
             self._handovers[call.call_id] = handover
         self._changed.set()
+        self._notify()
 
     def remove(self, call_id: str) -> None:
         self._calls.pop(call_id, None)
         self._handovers.pop(call_id, None)
         self._changed.set()
+        self._notify()
 
     def get(self, call_id: str) -> Any | None:
         entry = self._calls.get(call_id)
@@ -138,6 +156,7 @@ class AppContext:
         self.outbound: OutboundService | None = None
         self.campaigns: CampaignSupervisor | None = None  # dials running campaigns
         self.zombie_sweeper: ZombieSweeper | None = None
+        self.admission: Admission | None = None  # slots of this machine's calls
 
     def new_runner(self, call: CallInfo, sink: Any, resumed: Resumed | None = None) -> Any:
         """The one factory of call runners: the call-centre layer (agent profiles), when it is

@@ -217,3 +217,33 @@ stream_resumes = sa.Table(
     sa.Column("used_at", sa.Double),
     sa.Index("ix_stream_resumes_call", "call_id", "issued_at"),
 )
+
+
+# Shared by the workers of every instance (app.store.shared). Call slots: admission across
+# processes. A slot is reserved by the answer webhook and held by whichever worker runs the
+# call's stream, renewed by that worker's heartbeat; a slot whose holder died expires.
+call_slots = sa.Table(
+    "call_slots",
+    metadata,
+    sa.Column("call_id", sa.String(64), primary_key=True),
+    sa.Column("instance", sa.String(64), nullable=False),  # the machine whose capacity it uses
+    sa.Column("holder", sa.String(80)),  # the worker running the call; None while reserved
+    sa.Column("expires_at", sa.Double, nullable=False),
+    sa.Index("ix_call_slots_instance", "instance", "expires_at"),
+)
+# Leases: one owner at a time for a job all workers could run (the dialler, the sweep).
+leases = sa.Table(
+    "leases",
+    metadata,
+    sa.Column("name", sa.String(32), primary_key=True),
+    sa.Column("holder", sa.String(80), nullable=False),
+    sa.Column("expires_at", sa.Double, nullable=False),
+)
+# Single-use web-call session tokens, spent by whichever worker answers the offer.
+spent_tokens = sa.Table(
+    "spent_tokens",
+    metadata,
+    sa.Column("sid", sa.String(32), primary_key=True),
+    sa.Column("expires_at", sa.Double, nullable=False),
+    sa.Index("ix_spent_tokens_expiry", "expires_at"),
+)

@@ -31,6 +31,8 @@ from app.core.audio import MULAW_8K, AudioChunk
 from app.core.providers import CallInfo
 from app.logs import bind_call, call_id_var, event, get_logger, mask_phone, register_secret
 from app.runtime.context import AppContext
+from app.runtime.workers import token_key
+from app.transports.admission import RESERVATION_S, admission
 from app.transports.twilio_auth import TwilioAuth
 from app.transports.twilio_resume import Continuity, action_url
 from app.transports.twilio_sink import (
@@ -64,9 +66,6 @@ MAX_WEBHOOK_BYTES = 64 * 1024  # Twilio's voice webhook is a few hundred bytes o
 START_TIMEOUT_S = 10.0  # Twilio sends connected+start at once; a silent socket is not Twilio
 FINISH_GRACE_S = 5.0  # after the stream ends, time the runner gets to write its records
 HANDOVER_WAIT_S = 4.0  # on a deploy, the longest a call waits for a quiet moment to move
-# An answered call holds its slot until its stream starts (Twilio connects within a second or
-# two), so a burst of webhooks cannot admit more calls than the limit.
-RESERVATION_S = 30.0
 BUSY_MESSAGE = "Sorry, all of our lines are busy right now. Please call again in a few minutes."
 _CALL_SID = re.compile(r"^CA[0-9a-fA-F]{32}$")
 
@@ -80,11 +79,12 @@ class TwilioEdge:
         register_secret(auth_token)
         self.auth = TwilioAuth(ctx.settings)
         # Wall-clock time: tokens are checked by whichever instance receives the stream.
+        # Without an auth token, the key the workers of this machine share.
         self.tokens = StreamTokens.from_auth_token(
-            auth_token, ctx.settings.twilio.stream_token_ttl_s
+            token_key(ctx), ctx.settings.twilio.stream_token_ttl_s
         )
         self.now = now
-        self._reserved: dict[str, float] = {}  # CallSid -> when its reservation lapses
+        self.admission = admission(ctx)
         self.continuity = Continuity(ctx, self.tokens, now)
 
     def routes(self) -> list[BaseRoute]:
@@ -129,7 +129,7 @@ class TwilioEdge:
                 event(log, "twilio_webhook_rejected", logging.WARNING, reason="bad CallSid")
                 return Response(status_code=400)
             direction, from_, to = fields.get("Direction"), fields.get("From"), fields.get("To")
-            return self._answer(_call_info(call_sid, direction, from_, to), url)
+            return await self._answer(_call_info(call_sid, direction, from_, to), url)
         finally:
             call_id_var.reset(token)
 
@@ -178,9 +178,10 @@ class TwilioEdge:
             ws_url = ws_url_for(url, MEDIA_PATH)
             return _xml(await self.continuity.after_stream(fields, url, ws_url))
 
-    def _answer(self, call: CallInfo, url: str) -> Response:
+    async def _answer(self, call: CallInfo, url: str) -> Response:
         caller, callee = mask_phone(call.from_number), mask_phone(call.to_number)
-        if not self._admit(call.call_id):
+        ttl = min(float(self.ctx.settings.twilio.stream_token_ttl_s), RESERVATION_S)
+        if not await self.admission.reserve(call.call_id, ttl):
             event(
                 log,
                 "twilio_call_busy",
@@ -203,22 +204,6 @@ class TwilioEdge:
         return _xml(
             connect_stream(ws_url_for(url, MEDIA_PATH), parameters, action=action_url(url))
         )
-
-    def _admit(self, call_sid: str) -> bool:
-        now = self.now()
-        self._reserved = {sid: t for sid, t in self._reserved.items() if t > now}
-        if call_sid in self._reserved:
-            return True  # Twilio retried the same webhook
-        calls = self.ctx.calls
-        if not calls.can_admit() or len(calls) + len(self._reserved) >= calls.max_calls:
-            return False
-        ttl = self.ctx.settings.twilio.stream_token_ttl_s
-        self._reserved[call_sid] = now + min(float(ttl), RESERVATION_S)
-        return True
-
-    def release(self, call_sid: str) -> None:
-        """The call's stream started (it is now in the registry) or was refused."""
-        self._reserved.pop(call_sid, None)
 
     # ------------------------------------------------------------ media stream
 
@@ -361,7 +346,7 @@ class _MediaSocket:
     async def _run_call(self, call: CallInfo) -> None:
         try:
             # Same step as run_call's registration: the slot moves from reserved to live.
-            self.edge.release(call.call_id)
+            self.edge.admission.started(call.call_id)
             await self.ctx.run_call(call, self.sink, self.runner, handover=self.hand_over)
         finally:
             # However the call ended, end the stream too, so Twilio moves on.
@@ -407,6 +392,8 @@ class _MediaSocket:
             audio_bytes_in=self.bytes_in,
             frames_out=self.sink.frames_sent,
         )
+        if self.runner is not None:  # last: the call's slot is free for the next caller
+            await self.edge.admission.ended(self.runner.call.call_id)
 
 
 def routes(ctx: AppContext) -> list[BaseRoute]:

@@ -26,6 +26,7 @@ from urllib.parse import urlsplit, urlunsplit
 from app.core.providers import Message
 from app.logs import event, get_logger
 from app.runtime.hooks import Resumed
+from app.runtime.workers import token_key
 from app.store import continuity
 from telephony import paths
 from telephony.call_status import FINAL_STATUSES
@@ -58,9 +59,7 @@ class Continuity:
     ) -> None:
         self.ctx = ctx
         self.tokens = tokens
-        self.resume_tokens = ResumeTokens.from_auth_token(
-            ctx.settings.twilio.auth_token, RESUME_TOKEN_TTL_S
-        )
+        self.resume_tokens = ResumeTokens.from_auth_token(token_key(ctx), RESUME_TOKEN_TTL_S)
         self.now = now
 
     # ------------------------------------------------------------ the action request

@@ -33,7 +33,10 @@ from app.core.audio import CANONICAL, AudioFormat
 from app.core.providers import CallInfo
 from app.core.records import CallEnded, TranscriptLine
 from app.logs import bind_call, event, get_logger, register_secret
+from app.runtime import workers
 from app.runtime.context import AppContext
+from app.store.shared import spend_token
+from app.transports.admission import admission
 from app.transports.peers import bearer_ok, client_address
 from app.transports.webrtc_audio import AgentAudioTrack, CallerAudioAdapter
 from app.transports.webrtc_signal import (
@@ -259,12 +262,15 @@ class WebRtcManager:
     def __init__(self, ctx: AppContext, settings: WebRtcSettings) -> None:
         self.ctx = ctx
         self.settings = settings
-        secret = settings.token_secret or secrets.token_hex(32)
+        # Any worker of this machine verifies a token another issued: without a configured
+        # secret they share the one their parent gave them.
+        secret = settings.token_secret or workers.current().secret or secrets.token_hex(32)
         for value in (secret, settings.turn_secret, settings.turn_credential):
             register_secret(value)
         self.tokens = SessionTokens(secret.encode(), settings.token_ttl_s)
         self.limiter = RateLimiter(settings.offers_per_minute)
         self.calls: dict[str, WebCall] = {}
+        self.admission = admission(ctx)
         self._tasks: set[asyncio.Task[None]] = set()
         self._today: tuple[float, int] = (0.0, 0)  # (UTC day, web calls) without a store
 
@@ -295,12 +301,16 @@ class WebRtcManager:
             except ValueError:
                 raise SignallingError(400, "bad_request", "body must be JSON") from None
             offer = parse_offer(body)
-            sid = self.tokens.redeem(offer.token, time.time())
+            now = time.time()
+            sid = self.tokens.redeem(offer.token, now)
+            await self._spend(sid, offer.token, now)
             self._check_capacity()
             await self._check_daily_cap()
+            call_id = f"web-{sid}"
+            if not await self.admission.reserve(call_id):
+                raise SignallingError(503, "busy", "all lines are busy; please try again later")
         except SignallingError as err:
             return self._refuse(err)
-        call_id = f"web-{sid}"
         with bind_call(call_id):
             return await self._answer(call_id, offer.sdp, offer.audio_codecs)
 
@@ -320,6 +330,7 @@ class WebRtcManager:
                 await web_call.close()
             else:
                 await pc.close()
+            await self.admission.ended(call_id)
             event(log, "webrtc_offer_refused", reason=type(exc).__name__, status=400)
             return JSONResponse(
                 {"error": "bad_sdp", "message": f"cannot answer this offer ({type(exc).__name__})"},
@@ -339,6 +350,22 @@ class WebRtcManager:
             await web_call.main(self.settings.connect_timeout_s)
         finally:
             self.calls.pop(web_call.call.call_id, None)
+            await self.admission.ended(web_call.call.call_id)
+
+    async def _spend(self, sid: str, token: str, now: float) -> None:
+        """A token is single-use across every worker and instance: the store remembers it."""
+        store = self.ctx.store
+        if store is None:
+            return  # this worker's memory (``redeem``) is all there is
+        try:
+            fresh = await spend_token(
+                store.db, sid, expires_at=SessionTokens.expiry(token), now=now
+            )
+        except Exception as exc:  # the store is down: refuse rather than risk a replay
+            event(log, "webrtc_token_store_failed", error=type(exc).__name__)
+            raise SignallingError(503, "busy", "please try again later") from None
+        if not fresh:
+            raise SignallingError(401, "used_token", "session token already used")
 
     def _check_access(self, request: Request) -> None:
         """Public web calls, or only for the operator: the API token, or a loopback peer."""

@@ -76,6 +76,11 @@ class SessionTokens:
         self._used[sid] = int(exp)
         return sid
 
+    @staticmethod
+    def expiry(token: str) -> float:
+        """The expiry of a token ``redeem`` accepted."""
+        return float(token.split(".")[1])
+
     def _forget_expired(self, now: float) -> None:
         # Insertion order is expiry order (one ttl for all), so expired ids are at the front.
         while self._used:

@@ -67,7 +67,8 @@ class ServerProcess:
 async def run_to_exit(tmp_path: Path, within: float = 120, **env: str) -> tuple[int, str]:
     """Run ``serve`` expecting it to refuse to start: (exit code, everything it printed)."""
     child_env = {k: v for k, v in os.environ.items() if k not in _CLOUD_KEYS}
-    child_env.update(HOST="127.0.0.1", DATABASE_URL=f"sqlite:///{tmp_path / 'calls.db'}",
+    child_env.update(HOST="127.0.0.1", WORKERS="1",
+                     DATABASE_URL=f"sqlite:///{tmp_path / 'calls.db'}",
                      METRICS_PORT=str(free_port()), PYTHONUNBUFFERED="1")
     child_env.update(env)
     proc = await asyncio.create_subprocess_exec(
@@ -88,6 +89,7 @@ async def start_server(tmp_path: Path, **env: str) -> ServerProcess:
     child_env = {k: v for k, v in os.environ.items() if k not in _CLOUD_KEYS}
     child_env.update(
         HOST="127.0.0.1",
+        WORKERS="1",  # one process unless a test asks for more
         LOG_LEVEL="info",
         DATABASE_URL=f"sqlite:///{tmp_path / 'calls.db'}",
         METRICS_PORT=str(free_port()),

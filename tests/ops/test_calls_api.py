@@ -32,6 +32,7 @@ class Ctx:
         self.settings = Settings(ops=OpsSettings(api_token=token))
         self.calls = CallRegistry(max_calls=4)
         self.store = store
+        self.admission = None
 
 
 @pytest.fixture

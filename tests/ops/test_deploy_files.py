@@ -400,7 +400,10 @@ def test_fly_concurrency_brackets_the_call_limit(fly: dict) -> None:
     assert limits["type"] == "connections"
     # Past soft_limit the proxy prefers other machines before we refuse anyone; hard_limit
     # leaves room for an overflow call's webhook to reach us and hear the polite refusal.
-    assert limits["soft_limit"] < settings.server.max_concurrent_calls < limits["hard_limit"]
+    # The limit is per worker, and the machine runs WORKERS of them (its cores).
+    per_machine = settings.server.max_concurrent_calls * settings.server.workers
+    assert settings.server.workers == fly["vm"][0]["cpus"]
+    assert limits["soft_limit"] < per_machine < limits["hard_limit"]
 
 
 def test_fly_checks_hit_the_health_route(fly: dict) -> None:

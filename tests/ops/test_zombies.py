@@ -32,6 +32,7 @@ class Ctx:
         self.calls = CallRegistry(max_calls=4)
         self.store = store
         self.zombie_sweeper = None
+        self.admission = None
 
 
 async def test_only_abandoned_sessions_are_closed(tmp_path: Path) -> None:

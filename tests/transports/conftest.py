@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import pytest
 
@@ -18,3 +19,10 @@ def providers() -> Providers:
     assert (built.stt.name, built.llm.name, built.tts.name) == ("whisper", "scripted", "espeak")
     asyncio.run(registry.warm(built))
     return built
+
+
+@pytest.fixture(autouse=True)
+def own_database(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test's server opens its own default SQLite file (``data/`` under the working
+    directory): admission slots and spent tokens of one test must not fill another's."""
+    monkeypatch.chdir(tmp_path)

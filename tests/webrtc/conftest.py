@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import dataclasses
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import aioice.ice
@@ -75,3 +76,10 @@ async def local_context(settings: Settings | None = None) -> AppContext:
     script = settings.agent.script()
     await phrases.warm(providers.tts, script.cached_phrases(), formats=(CANONICAL,))
     return AppContext(settings, providers, phrases)
+
+
+@pytest.fixture(autouse=True)
+def own_database(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test's server opens its own default SQLite file (``data/`` under the working
+    directory): admission slots and spent tokens of one test must not fill another's."""
+    monkeypatch.chdir(tmp_path)
