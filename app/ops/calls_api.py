@@ -29,6 +29,7 @@ from app.core.records import TurnMetrics
 from app.logs import event, get_logger, mask_phone
 from app.ops import pricing, zombies
 from app.runtime import workers
+from app.store.abandoned import live_calls
 from app.transports.peers import bearer_ok
 from telephony.security import is_loopback
 
@@ -272,7 +273,7 @@ def routes(ctx: AppContext) -> list[BaseRoute]:
             # Several workers: the store knows every call; this worker adds what it holds.
             fresh_s = zombies.STALE_INTERVALS * ctx.settings.ops.zombie_sweep_interval_s
             try:
-                calls = merge_live(await st.calls.live_calls(now, fresh_s), here)
+                calls = merge_live(await live_calls(st.db, now, fresh_s), here)
             except Exception as exc:  # the store is down: this worker's calls, said so
                 event(log, "live_calls_store_failed", error=type(exc).__name__)
         capacity = ctx.admission.capacity if ctx.admission is not None else ctx.calls.max_calls

@@ -447,28 +447,6 @@ class CallStore:
         async with self.db.read() as conn:
             return int((await conn.execute(query)).scalar_one())
 
-    async def live_calls(
-        self, now: float, fresh_s: float, limit: int = 500
-    ) -> list[dict[str, Any]]:
-        """Calls in progress on any worker of any instance: started, not ended, and touched by
-        their worker's heartbeat within ``fresh_s``; with their turn count and last turn."""
-        c, t = calls.c, call_turns.c
-        turns = (
-            sa.select(sa.func.count()).where(t.call_id == c.id).scalar_subquery().label("turns")
-        )
-        last = (
-            sa.select(t.total_ms).where(t.call_id == c.id).order_by(t.turn.desc()).limit(1)
-            .scalar_subquery().label("last_turn_ms")
-        )
-        query = (
-            sa.select(c.id, c.transport, c.direction, c.from_number, c.to_number, turns, last)
-            .where(c.started_at.is_not(None), c.end_reason.is_(None), c.updated_at >= now - fresh_s)
-            .order_by(c.started_at)
-            .limit(limit)
-        )
-        async with self.db.read() as conn:
-            return [dict(r) for r in (await conn.execute(query)).mappings()]
-
     async def get_call(self, call_id: str) -> dict[str, Any] | None:
         """One call with its transcript (in order), turn metrics and events."""
         async with self.db.read() as conn:

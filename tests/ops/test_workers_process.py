@@ -168,6 +168,22 @@ async def test_two_workers_share_admission_tokens_and_metrics(
             await ws.recv()  # the greeting's first frame: the call is live
             m = await scrape(server)  # from whichever worker, the one running it counts it
             assert m['voice_agent_active_calls{transport="twilio"}'] == 1
+            # Both workers list it live (the dashboard's view comes from the store).
+            by_worker = await clients_by_worker(server)
+            try:
+                deadline = time.monotonic() + 10
+                for client in by_worker.values():
+                    while True:
+                        live = (await client.get("/api/live")).json()
+                        if [c["id"] for c in live["calls"]] == [call_sid(1)]:
+                            break
+                        assert time.monotonic() < deadline, json.dumps(live)
+                        await asyncio.sleep(0.1)
+                    assert live["capacity"] == 2 * PER_WORKER
+                    assert live["calls"][0]["from"] != "+15550100"  # masked
+            finally:
+                for client in by_worker.values():
+                    await client.aclose()
             await ws.send(json.dumps({"event": "stop", "sequenceNumber": "2",
                                       "streamSid": stream, "stop": {"accountSid": "AC" + "0" * 32,
                                                "callSid": call_sid(1)}}))
@@ -190,14 +206,20 @@ async def test_two_workers_share_admission_tokens_and_metrics(
         assert [r["name"] for r in rows] == ["zombie-sweep"]
         assert int(rows[0]["holder"].rsplit(":", 1)[1]) in pids
 
-        # A worker that dies is replaced; the machine keeps answering meanwhile.
+        # A worker that dies is replaced; the other answers meanwhile. (A connection the
+        # kernel had already queued on the dead worker's socket is reset: tolerated here.)
         victim = min(pids)
         os.kill(victim, signal.SIGKILL)
         deadline = time.monotonic() + 120
+        answered = 0
         while server.log().count('"worker_started"') < 3:
             assert time.monotonic() < deadline, server.log()[-3000:]
-            assert (await fresh(server, "GET", "/health")).status_code == 200
+            try:
+                answered += (await fresh(server, "GET", "/health")).status_code == 200
+            except httpx.TransportError:
+                pass
             await asyncio.sleep(0.2)
+        assert answered > 0
         assert '"worker_exited"' in server.log()
         await until_both_workers(server)
     finally:
