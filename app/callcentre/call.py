@@ -43,6 +43,9 @@ class CallFeatures:
     collector: DigitCollector = field(default_factory=DigitCollector)
     transfer: TransferRequest | None = None
     transfer_result: str | None = None  # "transferred" | "transfer_failed"
+    # What the agent recorded with set_outcome during the call: it outranks what the post-call
+    # extraction would guess from the transcript.
+    agent_outcome: tuple[str, str | None] | None = None
     handed_over: bool = False  # the stream is being replaced (keys pressed); the call goes on
     recording_sid: str | None = None
     fields: dict[str, str] = field(default_factory=dict)  # collected keypad fields, by name

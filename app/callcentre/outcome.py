@@ -38,7 +38,7 @@ SYSTEM = (
 class Outcome:
     outcome: str
     summary: str
-    source: str  # "model" | "scripted" | "facts"
+    source: str  # "model" | "scripted" | "facts" | "agent" (its set_outcome on the call)
 
 
 async def extract(

@@ -66,6 +66,7 @@ class Job:
     transfer_result: str | None
     recording_sid: str | None
     fields: tuple[str, ...]  # names of keypad fields collected (never their digits)
+    agent_outcome: tuple[str, str | None] | None = None  # set_outcome during the call
 
 
 class PostCall:
@@ -109,6 +110,7 @@ class PostCall:
             transfer_result=features.transfer_result,
             recording_sid=features.recording_sid,
             fields=tuple(features.fields),
+            agent_outcome=features.agent_outcome,
         )
         try:
             self._jobs.put_nowait(job)
@@ -173,6 +175,11 @@ class PostCall:
         outcome = await extract(
             self.ctx.providers.llm, job.transcript, job.end_reason, job.transfer_result
         )
+        if job.agent_outcome is not None and job.transfer_result != "transferred":
+            # The agent said how the call went while it was on it: that stands, whatever the
+            # call's end looks like from the transcript (and whenever its tool finished).
+            label, summary = job.agent_outcome
+            outcome = Outcome(label, summary or outcome.summary, "agent")
         self.outcomes[job.call.call_id] = outcome
         await self._store_outcome(job.call.call_id, outcome)
         event(log, "call_outcome", outcome=outcome.outcome, source=outcome.source,

@@ -149,12 +149,12 @@ class CallCentre:
             event(log, "outcome_not_stored", reason="no store")
             return
         summary = tool_argument(tool, "summary", None)
-        await apply_outcome(
-            store,
-            call.call_id,
-            str(tool_argument(tool, "outcome", "")),
-            str(summary) if summary else None,
-        )
+        outcome = str(tool_argument(tool, "outcome", ""))
+        summary = str(summary) if summary else None
+        result = await apply_outcome(store, call.call_id, outcome, summary)
+        features = self.live.get(call.call_id)
+        if features is not None and result.startswith("Outcome recorded"):
+            features.agent_outcome = (outcome.strip().lower(), summary)
 
     async def _tool_transfer(self, call: CallInfo, tool: ToolCall) -> None:
         f = self.live.get(call.call_id)

@@ -210,7 +210,7 @@ class FluxStream(LiveStream):
         while True:  # drain first: after a reconnect the replay is already waiting
             self._audio.clear()
             while data := self._buf.unsent(_CHUNK):
-                await sock.send_media(data)
+                await self._send_audio(sock, data)
                 self._buf.mark_sent(len(data))
                 self.sent_bytes += len(data)
             if self._closing:

@@ -34,6 +34,10 @@ class Mailbox:
         self._control.append(ev)
         self._wake.set()
 
+    def wake(self) -> None:
+        """Wake the waiter with nothing new (its deadline moved)."""
+        self._wake.set()
+
     def pop(self) -> Event | None:
         if self._control:
             return self._control.popleft()

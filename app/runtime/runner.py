@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import math
 import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -64,6 +65,7 @@ from app.core.session import Session
 from app.logs import bind_call, event, get_logger
 from app.runtime.hooks import CallHooks
 from app.runtime.mailbox import Mailbox
+from app.runtime.steps import Posted, Steps
 from app.runtime.usage import UsageMeter, add
 
 log = get_logger(__name__)
@@ -121,6 +123,8 @@ class CallRunner:
         self.end_reason: str | None = None
 
         self._mailbox = Mailbox(maxsize=200)
+        self._steps = Steps(self.session, self._execute, self._mailbox, self._now, self._step_done)
+        self._looping = False
         self._speech: asyncio.Queue[Speak] = asyncio.Queue(maxsize=256)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._llm: tuple[int, asyncio.Task[Any]] | None = None
@@ -149,7 +153,10 @@ class CallRunner:
                 self._post(SttUpdate(SttFailure(type(exc).__name__)))
         elif self._stt_opening and len(self._stt_backlog) < STT_BACKLOG_CHUNKS:
             self._stt_backlog.append(chunk)  # the recogniser is still connecting
-        await self._mailbox.put(CallerAudio(chunk))
+        if not self._looping:  # before the call's start is handled, frames queue behind it
+            await self._mailbox.put(CallerAudio(chunk))
+        elif (run := self._steps.frame(CallerAudio(chunk))) is not None:
+            await run  # the VAD and barge-in decided here, in the socket reader's task
 
     def mark_reached(self, name: str) -> None:
         self._post(MarkReached(name))
@@ -234,19 +241,22 @@ class CallRunner:
             await stream.aclose()
 
     async def _loop(self) -> None:
-        session = self.session
+        session, steps = self.session, self._steps
         while not session.ended:
             ev = await self._next_event()
-            await self._execute(session.handle(ev, self._now()))
+            await steps.loop_step(ev)
+            self._looping = True  # the call's start is handled: frames are handled on arrival
             deadline = session.next_deadline()
             if deadline is not None and self._now() >= deadline and not session.ended:
-                await self._execute(session.handle(Tick(), self._now()))
-            if session.agent_active:
-                self.quiet.clear()
-            else:
-                self.quiet.set()
+                await steps.loop_step(Tick())
 
-    async def _next_event(self) -> Event:
+    def _step_done(self) -> None:
+        if self.session.agent_active:
+            self.quiet.clear()
+        else:
+            self.quiet.set()
+
+    async def _next_event(self) -> Event | Posted:
         while True:
             ev = self._mailbox.pop()
             if ev is not None:
@@ -255,8 +265,12 @@ class CallRunner:
             timeout = None if deadline is None else deadline - self._now()
             if timeout is not None and timeout <= 0:
                 return Tick()
-            if not await self._mailbox.wait(timeout):
-                return Tick()
+            self._steps.waiting_until = math.inf if deadline is None else deadline
+            try:
+                if not await self._mailbox.wait(timeout):
+                    return Tick()
+            finally:
+                self._steps.waiting_until = None
 
     async def _execute(self, actions: list[Action]) -> None:
         for action in actions:
@@ -348,7 +362,7 @@ class CallRunner:
             cached = self.phrases.get(speak.text, self.sink.format) if speak.cached else None
             if cached is not None:
                 for chunk in cached:
-                    await self._mailbox.put(TtsAudio(speak.utterance, chunk))
+                    await self._steps.in_turn(TtsAudio(speak.utterance, chunk))
                 await self._mailbox.put(TtsDone(speak.utterance))
                 continue
             try:
@@ -377,11 +391,11 @@ class CallRunner:
                 break
             first = False
             out = convert.chunk(chunk)
-            if out.data:
-                await self._mailbox.put(TtsAudio(speak.utterance, out))
+            if out.data:  # straight to the line: no round trip through the main loop
+                await self._steps.in_turn(TtsAudio(speak.utterance, out))
         tail = convert.convert(b"", last=True)
         if tail:
-            await self._mailbox.put(TtsAudio(speak.utterance, AudioChunk(tail, self.sink.format)))
+            await self._steps.in_turn(TtsAudio(speak.utterance, AudioChunk(tail, self.sink.format)))
 
     def _run_tool(self, call: ToolCall) -> None:
         handler = self.tools.get(call.name)
@@ -405,24 +419,12 @@ class CallRunner:
     def _emit(self, record: Any) -> None:
         if isinstance(record, TranscriptLine):
             self.transcript.append(record)
-            event(
-                log,
-                "transcript",
-                role=record.role,
-                chars=len(record.text),
-                interrupted=record.interrupted,
-                turn=record.turn,
-            )
+            event(log, "transcript", role=record.role, chars=len(record.text),
+                  interrupted=record.interrupted, turn=record.turn)  # fmt: skip
         elif isinstance(record, TurnMetrics):
             self.turns.append(record)
-            event(
-                log,
-                "turn_latency",
-                turn=record.turn,
-                filler=record.filler,
-                fallback=record.fallback,
-                **record.stages_ms(),
-            )
+            event(log, "turn_latency", turn=record.turn, filler=record.filler,
+                  fallback=record.fallback, **record.stages_ms())  # fmt: skip
             self._notify(record)
             # Usage so far goes out with every turn: a call that goes on elsewhere after a
             # crash keeps what it had spent.
@@ -458,12 +460,8 @@ class CallRunner:
             try:
                 observer.record(self.call, record)
             except Exception as exc:  # an observer must never break a call
-                event(
-                    log,
-                    "observer_failed",
-                    observer=type(observer).__name__,
-                    error=type(exc).__name__,
-                )
+                event(log, "observer_failed", observer=type(observer).__name__,
+                      error=type(exc).__name__)  # fmt: skip
 
     # ------------------------------------------------------------ tasks
 
