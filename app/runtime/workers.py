@@ -12,10 +12,6 @@ import os
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from app.runtime.context import AppContext
 
 COUNT_ENV = "VOICE_AGENT_WORKERS"
 INDEX_ENV = "VOICE_AGENT_WORKER"
@@ -55,10 +51,10 @@ def default_count() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def token_key(ctx: AppContext) -> str | None:
+def token_key(auth_token: str | None) -> str | None:
     """What Twilio stream and resume tokens are signed with: the auth token (every instance
     agrees), else the secret this machine's workers share, else None (a per-process key)."""
-    return ctx.settings.twilio.auth_token or current().secret
+    return auth_token or current().secret
 
 
 def listen_socket(host: str, port: int) -> socket.socket:

@@ -81,7 +81,7 @@ class TwilioEdge:
         # Wall-clock time: tokens are checked by whichever instance receives the stream.
         # Without an auth token, the key the workers of this machine share.
         self.tokens = StreamTokens.from_auth_token(
-            token_key(ctx), ctx.settings.twilio.stream_token_ttl_s
+            token_key(auth_token), ctx.settings.twilio.stream_token_ttl_s
         )
         self.now = now
         self.admission = admission(ctx)

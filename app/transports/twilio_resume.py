@@ -59,7 +59,8 @@ class Continuity:
     ) -> None:
         self.ctx = ctx
         self.tokens = tokens
-        self.resume_tokens = ResumeTokens.from_auth_token(token_key(ctx), RESUME_TOKEN_TTL_S)
+        key = token_key(ctx.settings.twilio.auth_token)
+        self.resume_tokens = ResumeTokens.from_auth_token(key, RESUME_TOKEN_TTL_S)
         self.now = now
 
     # ------------------------------------------------------------ the action request
