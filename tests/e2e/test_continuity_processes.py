@@ -138,18 +138,19 @@ async def two_servers(tmp_path, url: str, **env: str):
         await a.stop()
 
 
-async def heard_agent_lines(servers: list[ServerProcess], sid: str, count: int) -> None:
-    """Until the shared record holds ``count`` agent lines the caller heard in full."""
+async def heard_agent_line(servers: list[ServerProcess], sid: str, text: str) -> None:
+    """Until the shared record holds an agent line with ``text``, heard in full. (Not a count of
+    lines: a slow recogniser on a loaded machine adds a "One moment, please." line.)"""
     async with httpx.AsyncClient(timeout=2) as client:
         for _ in range(600):
             for server in servers:
                 with contextlib.suppress(httpx.HTTPError, ValueError):
                     record = (await client.get(f"{server.url}/api/calls/{sid}")).json()
                     agent = [x for x in record.get("transcript", []) if x["role"] == "agent"]
-                    if len(agent) >= count:
+                    if any(text in x["text"] for x in agent):
                         return
             await asyncio.sleep(0.1)
-    raise AssertionError(f"{sid}: fewer than {count} agent lines heard")
+    raise AssertionError(f"{sid}: no agent line with {text!r} heard")
 
 
 @pytest.mark.parametrize(
@@ -166,8 +167,8 @@ async def test_a_call_survives_the_sigkill_of_its_server(
         try:
             holder = await wait_live([a, b], sid, turns=1)
             if moment == "between-turns":
-                # the greeting, the first answer and the whole second one ("... Shall I book it?")
-                await heard_agent_lines([holder], sid, 4)
+                # the second answer heard in full, up to its question
+                await heard_agent_line([holder], sid, "Shall I book it?")
         except AssertionError:
             if call.done():
                 raise AssertionError(f"the call ended early: {call.result()}") from None
