@@ -417,7 +417,10 @@ class WebRtcManager:
     def _check_capacity(self) -> None:
         if self.ctx.calls.draining:
             raise SignallingError(503, "draining", "the server is restarting; call again shortly")
-        if len(self.calls) >= self.settings.max_calls or not self.ctx.calls.can_admit():
+        # With a store, the machine's slots decide at the offer (``admission.reserve``): this
+        # worker being at its own cap does not make the machine busy.
+        full_here = self.ctx.store is None and not self.ctx.calls.can_admit()
+        if len(self.calls) >= self.settings.max_calls or full_here:
             raise SignallingError(503, "busy", "all lines are busy; please try again later")
 
     def _refuse(self, err: SignallingError) -> JSONResponse:

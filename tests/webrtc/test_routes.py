@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 
 import httpx
 from aiortc import RTCPeerConnection
 
+from app.config import ServerSettings
+from app.core.providers import CallInfo
+from app.runtime import workers
 from app.transports.webrtc import WebRtcManager
+from tests.webrtc.conftest import make_settings
 from tests.webrtc.test_signal import CHROME_OFFER
 
 
@@ -174,3 +179,30 @@ async def test_draining_server_refuses_new_web_calls(server_factory) -> None:
         srv.ctx.calls.draining = True
         resp = await http.post("/webrtc/session")
         assert resp.status_code == 503 and resp.json()["error"] == "draining"
+
+
+async def test_a_worker_at_its_own_cap_takes_web_calls_while_its_machine_has_room(
+    server_factory, monkeypatch
+) -> None:
+    monkeypatch.setenv(workers.COUNT_ENV, "2")  # this worker is one of two on its machine
+    settings = dataclasses.replace(make_settings(), server=ServerSettings(max_concurrent_calls=1))
+    async with (
+        server_factory(settings=settings) as srv,
+        httpx.AsyncClient(base_url=srv.url) as http,
+    ):
+        phone = CallInfo("CA" + "5" * 32, "twilio")
+        srv.ctx.calls.add(phone, object())  # this worker is at its own cap of one call ...
+        await srv.ctx.admission.heartbeat([phone.call_id], 30.0)  # ... which holds a slot
+        first, sdp1 = await client_offer()
+        second, sdp2 = await client_offer()
+        try:
+            t1 = (await http.post("/webrtc/session")).json()["token"]
+            t2 = (await http.post("/webrtc/session")).json()["token"]
+            ok = await http.post("/webrtc/offer", json=body(sdp1, t1))
+            assert ok.status_code == 200, ok.text  # the machine's second slot
+            busy = await http.post("/webrtc/offer", json=body(sdp2, t2))
+            assert busy.status_code == 503 and busy.json()["error"] == "busy"  # 2 of 2 taken
+        finally:
+            srv.ctx.calls.remove(phone.call_id)
+            await first.close()
+            await second.close()
