@@ -1,8 +1,8 @@
 """Prometheus metrics: a call observer plus ``GET /metrics``.
 
 Where the latency went, per turn stage; how long the greeting took to start; barge-ins;
-provider errors and reconnects; call durations and cost; live calls by transport (read from
-the call registry at scrape time, so the gauge can never drift from the truth).
+provider errors and reconnects; call durations and cost; live calls by transport (set from
+the call registry on each change and again at each scrape, so the gauge cannot drift).
 
 The metrics live in their own ``CollectorRegistry`` (one per ``AppContext``), so tests and
 several apps in one process do not share counters. Under ``serve --workers N`` every worker
@@ -16,14 +16,12 @@ import ipaddress
 import logging
 import os
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
-from prometheus_client.registry import Collector
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
@@ -54,35 +52,15 @@ MAX_REASONS = 24  # end reasons are short code-chosen strings; cap them anyway
 Pricer = Callable[[Usage, float, CallInfo], float | None]
 
 
-class _LiveCalls(Collector):
-    def __init__(self, calls: Any) -> None:
-        self.calls = calls
-
-    def collect(self) -> Iterator[Metric]:
-        active = GaugeMetricFamily(
-            f"{PREFIX}_active_calls", "Calls in progress on this instance", labels=["transport"]
-        )
-        known = set(TRANSPORTS) | {c.transport for c in self.calls.calls()}
-        for transport in sorted(known):
-            active.add_metric([transport], self.calls.count(transport))
-        yield active
-        yield GaugeMetricFamily(
-            f"{PREFIX}_call_capacity", "Admission limit of this instance",
-            value=self.calls.max_calls,
-        )
-        yield GaugeMetricFamily(
-            f"{PREFIX}_draining", "1 while the instance drains before exit",
-            value=1 if self.calls.draining else 0,
-        )
-
-
-class _SharedLiveCalls:
-    """The live-call gauges when several workers share one scrape: each worker writes its own
-    values (prometheus_client's multiprocess files) whenever its registry changes, and the
-    scrape sums those of the workers alive."""
+class _LiveCalls:
+    """Live calls by transport, the admission limit and the drain flag, set from the call
+    registry on every change (and again at a scrape). Under ``--workers N`` each worker writes
+    its own values to prometheus_client's multiprocess files and the scrape sums the workers
+    alive (``livesum``; ``livemax`` for the flag)."""
 
     def __init__(self, calls: Any, registry: CollectorRegistry) -> None:
         self.calls = calls
+        self.seen: set[str] = set(TRANSPORTS)  # a transport's gauge goes back to 0, not stale
         self.active = Gauge(
             f"{PREFIX}_active_calls", "Calls in progress on this instance", ["transport"],
             multiprocess_mode="livesum", registry=registry,
@@ -99,8 +77,8 @@ class _SharedLiveCalls:
         self.update()
 
     def update(self) -> None:
-        known = set(TRANSPORTS) | {c.transport for c in self.calls.calls()}
-        for transport in known:
+        self.seen.update(c.transport for c in self.calls.calls())
+        for transport in self.seen:
             self.active.labels(transport).set(self.calls.count(transport))
         self.capacity.set(self.calls.max_calls)
         self.draining.set(1 if self.calls.draining else 0)
@@ -119,10 +97,7 @@ class Metrics:
         self.pricer = pricer
         r = self.registry
         self.shared_dir = multiprocess_dir()
-        if calls is not None and self.shared_dir:
-            _SharedLiveCalls(calls, r)
-        elif calls is not None:
-            r.register(_LiveCalls(calls))
+        self._live = _LiveCalls(calls, r) if calls is not None else None
         self.turn_latency = Histogram(
             f"{PREFIX}_turn_latency_seconds",
             "Agent turn latency by stage (endpoint_to_stt_final, llm_first_token, "
@@ -244,6 +219,8 @@ class Metrics:
     # ------------------------------------------------------------------ exposition
 
     def render(self) -> bytes:
+        if self._live is not None:
+            self._live.update()
         if self.shared_dir:  # every worker of this machine, summed
             merged = CollectorRegistry()
             MultiProcessCollector(merged, path=self.shared_dir)
