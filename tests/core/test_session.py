@@ -444,9 +444,9 @@ def test_history_after_tool_call_carries_tool_results() -> None:
     h = Harness.create()
     h.start()
     start = take_turn(h, "put me through to someone")
-    h.send(LlmText(start.turn, "Let me note that. "))
-    h.send(LlmTool(start.turn, ToolCall("t9", "set_outcome", {"outcome": "callback"})))
-    h.play_out(h.send(LlmDone(start.turn)))
+    out = h.send(LlmText(start.turn, "Let me note that. "))
+    out += h.send(LlmTool(start.turn, ToolCall("t9", "set_outcome", {"outcome": "callback"})))
+    h.play_out(out + h.send(LlmDone(start.turn)))
     nxt = take_turn(h, "thanks")
     msgs = nxt.request.messages
     assert msgs[-2].role == "assistant" and msgs[-2].tool_calls[0].id == "t9"

@@ -49,6 +49,33 @@ def test_splitter_waits_for_the_next_word_before_releasing() -> None:
     assert s.push("30 now. N") == ["It is 10.30 now."]
 
 
+def test_first_piece_leaves_at_a_plain_sentence_end_without_look_ahead() -> None:
+    s = SentenceSplitter()
+    assert s.push("Sure, I can") == []
+    assert s.push(" book that.") == ["Sure, I can book that."]  # the caller is waiting
+    assert s.push(" See you") == []
+    assert s.push(" then.") == []  # later pieces play behind it: they keep the look-ahead
+    assert s.push(" Bye") == ["See you then."]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "It is at 10.",  # may be 10.30
+        "We are in the U.S.",  # a single letter
+        "Ask for Dr.",
+        "It opens at 9 a.m.",
+        "It costs approx.",
+        "Well...",  # an ellipsis goes on
+        "Hi.",  # too short to be worth a request of its own
+    ],
+)
+def test_first_piece_waits_where_the_end_is_not_plain(text: str) -> None:
+    s = SentenceSplitter()
+    assert s.push(text) == []
+    assert s.flush() == [text]
+
+
 def test_vad_segments_speech_with_offsets() -> None:
     vad = VoiceActivity(8000)
     events = vad.feed(bytes(8000))  # 500 ms silence
