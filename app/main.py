@@ -23,7 +23,7 @@ from app.config import ConfigError, Settings
 from app.core.audio import CANONICAL, MULAW_8K
 from app.logs import configure, event, get_logger, register_secret
 from app.ops import sentry as ops_sentry
-from app.runtime import workers
+from app.runtime import event_loop, workers
 from app.runtime.context import AppContext
 from app.runtime.drain import DrainingServer
 from app.runtime.phrases import PhraseCache
@@ -140,7 +140,8 @@ async def serve(settings: Settings) -> None:
     )
     worker = workers.current()
     event(log, "listening", host=settings.server.host, port=settings.server.port,
-          worker=worker.index, workers=worker.count)
+          worker=worker.index, workers=worker.count,
+          loop=type(asyncio.get_running_loop()).__module__.split(".")[0])
     internal = _metrics_server(ctx)
     internal_task = None
     if internal is not None:
@@ -206,7 +207,7 @@ def run_serve(args: argparse.Namespace) -> int:
     from app.store import StoreError
 
     try:
-        asyncio.run(serve(settings))
+        event_loop.run(serve(settings), settings.server.event_loop)
     except (ConfigError, StoreError, TtsError) as exc:
         # What a new user mistyped, said once, without a traceback.
         event(log, "startup_failed", error=str(exc))

@@ -50,6 +50,7 @@ from app.providers.deepgram import DeepgramOptions  # noqa: E402
 AUTH_TOKEN = "bench-twilio-auth-token"
 DEFAULT_RAMP = "5,10,15,20,25,30,40,50,60,75,100,125,150,200"
 FRAME_MS = 20
+USABLE_CPUS = frozenset(os.sched_getaffinity(0))  # before this process pins itself
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -73,6 +74,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--no-speculation", action="store_true", help="SPECULATIVE_REPLY=false on the server"
     )
+    p.add_argument(
+        "--scaling",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="then the same ramp on N workers over N CPUs (default: on, off with --smoke)",
+    )
+    p.add_argument("--scaling-workers", type=int, default=0, help="N (0: the usable CPUs)")
     p.add_argument("--json", type=Path, help="also write the raw results here")
     p.add_argument("--profile", type=Path, help="run the server under cProfile, save here")
     p.add_argument("--server-log", type=Path, help="keep the server's log here")
@@ -82,6 +90,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.smoke:
         args.calls, args.ramp, args.turns, args.spread_s = 3, "3", 2, 0.5
+    if args.scaling is None:
+        args.scaling = not args.smoke
     return args
 
 
@@ -236,6 +246,49 @@ def step_record(n: int, stats: StepStats, extra: dict, ok: bool, why: str) -> di
     }
 
 
+async def ramp(
+    server: ServerProcess,
+    plan: CallerPlan,
+    steps: list[int],
+    turn_budgets: list,
+    args: argparse.Namespace,
+    started: float,
+    table_calls: int,
+) -> tuple[list[dict], int, str]:
+    """Steps of concurrent calls on one server: their records, the capacity (the most calls
+    before the first failing step) and why the ramp stopped."""
+    results: list[dict] = []
+    capacity, stopped, failed = 0, "every step passed", False
+    for n in steps:
+        if time.monotonic() - started > args.budget_s and n > table_calls:
+            stopped = f"time budget ({args.budget_s:g} s) spent"
+            break
+        stats, extra = await run_step(server, plan, n, args.spread_s, turn_budgets)
+        ok, why = verdict(stats, args.max_overhead_p95_ms)
+        results.append(step_record(n, stats, extra, ok, why))
+        o = stats.overhead_ms
+        print(
+            f"{n:4d} calls: overhead p50/p95/p99 {o.p50 or 0:.1f}/{o.p95 or 0:.1f}/"
+            f"{o.p99 or 0:.1f} ms, server cpu {extra['server_cpu_share']:.0%}, "
+            f"rss {extra['rss_peak_mb']} MB: {why}",
+            flush=True,
+        )
+        if ok and not failed:
+            capacity = n
+        elif not ok and not failed:
+            failed, stopped = True, f"first failure at {n} calls: {why}"
+        if failed and n >= table_calls:
+            break  # (the steps up to table_calls always run: the table needs them)
+        await asyncio.sleep(1.0)  # let the last calls' records settle
+    return results, capacity, stopped
+
+
+def scaling_steps(one: int, workers: int) -> list[int]:
+    """Steps for N workers around N times one worker's capacity."""
+    top = one * workers
+    return sorted({max(1, round(top * f)) for f in (0.5, 0.7, 0.85, 1.0, 1.15)})
+
+
 async def bench(args: argparse.Namespace) -> dict:
     started = time.monotonic()
     loadgen_cpu = pin(args.loadgen_cpu)
@@ -253,12 +306,12 @@ async def bench(args: argparse.Namespace) -> dict:
     )
     steps = sorted({int(x) for x in args.ramp.split(",") if x.strip()} | {args.calls})
     load_before = os.getloadavg()
-    results: list[dict] = []
-    capacity, stopped, failed = 0, "every step passed", False
+    scaling: dict | None = None
     with tempfile.TemporaryDirectory(prefix="voice-agent-bench-") as tmp:
         async with running_fakes(script, latency) as fakes:
             env = server_env(fakes.env, not args.no_speculation)
-            server = ServerProcess(env, Path(tmp), server_cpu, args.profile)
+            cpus = None if server_cpu is None else {server_cpu}
+            server = ServerProcess(env, Path(tmp), cpus, args.profile)
             server.start()
             try:
                 await server.wait_ready()
@@ -270,32 +323,17 @@ async def bench(args: argparse.Namespace) -> dict:
                 turn_budgets = budgets(
                     script, latency, fakes.deepgram.queries[0], not args.no_speculation
                 )
-                for n in steps:
-                    if time.monotonic() - started > args.budget_s and n > args.calls:
-                        stopped = f"time budget ({args.budget_s:g} s) spent"
-                        break
-                    stats, extra = await run_step(server, plan, n, args.spread_s, turn_budgets)
-                    ok, why = verdict(stats, args.max_overhead_p95_ms)
-                    results.append(step_record(n, stats, extra, ok, why))
-                    o = stats.overhead_ms
-                    print(
-                        f"{n:4d} calls: overhead p50/p95/p99 {o.p50 or 0:.1f}/{o.p95 or 0:.1f}/"
-                        f"{o.p99 or 0:.1f} ms, server cpu {extra['server_cpu_share']:.0%}, "
-                        f"rss {extra['rss_peak_mb']} MB: {why}",
-                        flush=True,
-                    )
-                    if ok and not failed:
-                        capacity = n  # the most calls before the first failing step
-                    elif not ok and not failed:
-                        failed, stopped = True, f"first failure at {n} calls: {why}"
-                    if failed and n >= args.calls:
-                        break  # (the steps up to --calls always run: the table needs them)
-                    await asyncio.sleep(1.0)  # let the last calls' records settle
+                results, capacity, stopped = await ramp(
+                    server, plan, steps, turn_budgets, args, started, args.calls
+                )
             finally:
                 code = await asyncio.to_thread(server.stop)
                 log_tail = server.tail(5)
                 if args.server_log is not None:
                     shutil.copyfile(server.log_path, args.server_log)
+            one = capacity or (args.calls if args.smoke else 0)  # smoke: does it run at all
+            if args.scaling and one and len(USABLE_CPUS) >= 2:
+                scaling = await scale_out(env, Path(tmp), plan, turn_budgets, args, one)
         misses = {
             "recogniser": getattr(fakes.recogniser, "misses", 0),
             "responder": getattr(fakes.responder, "misses", 0),
@@ -328,11 +366,58 @@ async def bench(args: argparse.Namespace) -> dict:
         "settle_ms": [plan.settle_ms, plan.settle_ms + plan.settle_jitter_ms],
         "capacity": capacity,
         "stopped": stopped,
+        "scaling": scaling,
         "misses": misses,
         "missed": missed,
         "server_exit": code,
         "server_log_tail": log_tail if code else "",
         "elapsed_s": round(time.monotonic() - started, 1),
+    }
+
+
+async def scale_out(
+    env: dict[str, str],
+    tmp: Path,
+    plan: CallerPlan,
+    turn_budgets: list,
+    args: argparse.Namespace,
+    one: int,
+) -> dict:
+    """The same ramp on ``voice-agent serve --workers N`` over the machine's N usable CPUs
+    (N >= 2), around N times one worker's capacity. With no CPU left over, the callers and
+    fakes share the server's CPUs, and the report says so."""
+    usable = sorted(USABLE_CPUS)
+    n = len(usable) if args.scaling_workers == 0 else args.scaling_workers
+    n = max(2, min(n, len(usable)))
+    server_cpus = set(usable[:n])
+    spare = usable[n:]
+    os.sched_setaffinity(0, {spare[0]} if spare else set(usable))
+    workdir = tmp / "workers"
+    workdir.mkdir()
+    # The machine's cap is workers x MAX_CONCURRENT_CALLS: unbounded here, as for one worker.
+    server = ServerProcess({**env, "WORKERS": str(n)}, workdir, server_cpus, None)
+    server.start()
+    try:
+        await server.wait_ready()
+        print(f"scaling: {n} workers (pid {server.pid}) on cpus {sorted(server_cpus)}; "
+              f"callers on {'cpu ' + str(spare[0]) if spare else 'the same cpus'}")  # fmt: skip
+        warm = CallerPlan(lines=plan.lines[:1], auth_token=AUTH_TOKEN)
+        await CallerPool(server.url, warm).run(2, 0.0)
+        steps = [one * n] if args.smoke else scaling_steps(one, n)
+        results, capacity, stopped = await ramp(
+            server, plan, steps, turn_budgets, args, time.monotonic(), 0
+        )
+    finally:
+        await asyncio.to_thread(server.stop)
+    return {
+        "workers": n,
+        "server_cpus": sorted(server_cpus),
+        "callers_own_cpu": bool(spare),
+        "one_worker_capacity": one,
+        "capacity": capacity,
+        "ratio": round(capacity / (n * one), 3),
+        "stopped": stopped,
+        "steps": results,
     }
 
 

@@ -1,5 +1,6 @@
-"""The server under test as its own process: ``voice-agent serve`` pinned to one CPU, with its
-CPU time and resident memory read from ``/proc`` (Linux)."""
+"""The server under test as its own process: ``voice-agent serve`` pinned to its CPUs, with its
+CPU time and resident memory read from ``/proc`` (Linux); under ``--workers N`` the parent's and
+its workers' together."""
 
 from __future__ import annotations
 
@@ -28,14 +29,14 @@ class ServerProcess:
         self,
         env: dict[str, str],
         workdir: Path,
-        cpu: int | None,
+        cpus: set[int] | None,
         profile: Path | None = None,
     ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {**env, "PORT": str(self.port), "HOST": "127.0.0.1"}
         self.workdir = workdir
-        self.cpu = cpu
+        self.cpus = cpus
         self.profile = profile
         self.log_path = workdir / "server.log"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -45,11 +46,11 @@ class ServerProcess:
         if self.profile is not None:
             cmd += ["-m", "cProfile", "-o", str(self.profile)]
         cmd += ["-m", "app.cli", "serve", "--port", str(self.port)]
-        cpu = self.cpu
+        cpus = self.cpus
 
-        def pin() -> None:  # in the child, before exec: the server gets exactly one CPU
-            if cpu is not None:
-                os.sched_setaffinity(0, {cpu})
+        def pin() -> None:  # in the child, before exec: the server gets exactly these CPUs
+            if cpus is not None:
+                os.sched_setaffinity(0, cpus)
 
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(
@@ -78,14 +79,39 @@ class ServerProcess:
         assert self.proc is not None
         return self.proc.pid
 
+    def pids(self) -> list[int]:
+        """The server's process and, under ``--workers N``, its workers."""
+        out, todo = [], [self.pid]
+        while todo:
+            pid = todo.pop()
+            out.append(pid)
+            for task in Path(f"/proc/{pid}/task").glob("*/children"):
+                try:
+                    todo += [int(c) for c in task.read_text().split()]
+                except OSError:
+                    pass
+        return out
+
     def cpu_seconds(self) -> float:
-        """User + system time of the whole process (all its threads)."""
-        stat = Path(f"/proc/{self.pid}/stat").read_text()
-        fields = stat[stat.rindex(")") + 2 :].split()
-        return (int(fields[11]) + int(fields[12])) / _TICK
+        """User + system time of the server's processes (all their threads) that are alive."""
+        total = 0.0
+        for pid in self.pids():
+            try:
+                stat = Path(f"/proc/{pid}/stat").read_text()
+            except OSError:
+                continue
+            fields = stat[stat.rindex(")") + 2 :].split()
+            total += (int(fields[11]) + int(fields[12])) / _TICK
+        return total
 
     def rss_bytes(self) -> int:
-        return int(Path(f"/proc/{self.pid}/statm").read_text().split()[1]) * _PAGE
+        total = 0
+        for pid in self.pids():
+            try:
+                total += int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * _PAGE
+            except OSError:
+                continue
+        return total
 
     def tail(self, lines: int = 15) -> str:
         try:

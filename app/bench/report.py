@@ -130,7 +130,41 @@ def table(report: Report) -> str:
         _grid(ramp_head, ramp),
     ]
     parts.append(f"\ncapacity on one core: {report['capacity']} calls ({report['stopped']})")
+    sc = report.get("scaling")
+    if sc:
+        parts.append(scaling_line(sc))
     return "\n".join(parts)
+
+
+def scaling_line(sc: Report) -> str:
+    """One line: N workers' capacity against N times one worker's."""
+    where = "callers on a CPU of their own" if sc["callers_own_cpu"] else (
+        "callers and fakes sharing those CPUs"
+    )
+    return (
+        f"{sc['workers']} workers on CPUs {sc['server_cpus']} ({where}): capacity "
+        f"{sc['capacity']} calls = {sc['ratio']:.2f} x {sc['workers']} x one worker's "
+        f"{sc['one_worker_capacity']} (target >= 0.85; {sc['stopped']})"
+    )
+
+
+def scaling_md(sc: Report | None) -> str:
+    if not sc:
+        return "Not run (one usable CPU, or `--no-scaling`)."
+    rows = [
+        [
+            str(s["calls"]),
+            " / ".join(_f(s["overhead_ms"][k]) for k in ("p50", "p95", "p99")),
+            f"{s['server_cpu_share']:.0%}",
+            _f(s["cpu_s_per_call_minute"], 3),
+            _f(s["loadgen_tick_lag_ms"]["p99"]),
+            s["verdict"].replace("|", "/"),
+        ]
+        for s in sc["steps"]
+    ]
+    head = ["Calls", "Overhead p50 / p95 / p99 ms", "Server CPU (all workers)",
+            "CPU s/call-min", "Caller clock lag p99", "Verdict"]  # fmt: skip
+    return f"{scaling_line(sc)}.\n\n{_md(head, rows)}"
 
 
 def _md(header: list[str], body: list[list[str]]) -> str:
@@ -192,6 +226,10 @@ simulated callers fell behind their own clock (lag p99 > 10 ms) proves nothing a
 and counts as failed (inconclusive). Capacity is the most calls before the first failing step;
 the ramp always runs up to the table's {report["main_calls"]} calls, then stops at the first
 failure.
+
+## Scaling (`--workers N`, one worker per CPU)
+
+{scaling_md(report.get("scaling"))}
 
 ## How it is measured
 

@@ -101,6 +101,7 @@ class Settings:
             http_body_timeout_s=e.float("HTTP_BODY_TIMEOUT_S", 10.0, 0.5, 300),
             drain_handover=e.bool("DRAIN_HANDOVER", e.bool("MULTI_INSTANCE", on_fly)),
             workers=e.int("WORKERS", 0, 0, 256),
+            event_loop=e.choice("EVENT_LOOP", "auto", ("auto", "uvloop", "asyncio")),
         )
         twilio = TwilioSettings(
             account_sid=e.opt("TWILIO_ACCOUNT_SID"),

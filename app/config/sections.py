@@ -42,6 +42,9 @@ class ServerSettings:
     # Server processes sharing the port (SO_REUSEPORT), one per core: 0 = the cores this
     # process may use. MAX_CONCURRENT_CALLS is per worker.
     workers: int = 0
+    # The event loop: uvloop (libuv) where installed, which halves the CPU of every socket
+    # event (BENCHMARKS.md); "asyncio" is the standard library's.
+    event_loop: str = "auto"
 
 
 @dataclass(frozen=True, slots=True)

@@ -47,3 +47,28 @@ def test_bench_smoke_runs_and_reports_sane_numbers(tmp_path):
     assert step["server_cpu_s"] > 0 and step["cpu_s_per_call_minute"] > 0
     assert step["rss_peak_mb"] >= step["rss_before_mb"] > 20
     assert report["server_exit"] == 0
+
+
+@pytest.mark.slow
+def test_bench_scaling_runs_workers_and_measures_them_all(tmp_path):
+    """``--scaling``: the same calls on ``serve --workers 2``, its CPU summed over the workers."""
+    out = tmp_path / "bench.json"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "bench.py"), "--smoke", "--scaling",
+         "--scaling-workers", "2", "--no-write", "--json", str(out)],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    report = json.loads(out.read_text())
+    sc = report["scaling"]
+    assert sc["workers"] == 2 and len(sc["server_cpus"]) == 2
+    assert sc["one_worker_capacity"] == 3  # smoke: from its one step, passed or not
+    (step,) = sc["steps"]
+    assert step["calls"] == 6 and step["failure_count"] == 0
+    assert step["overhead_ms"]["n"] == step["calls"] * len(report["lines"])
+    one = report["steps"][0]
+    # the parent and both workers are measured: more memory than one server process
+    assert step["rss_before_mb"] > one["rss_before_mb"] * 1.5
+    assert step["server_cpu_s"] > 0
+    assert sc["ratio"] == round(sc["capacity"] / 6, 3)
+    assert "workers on CPUs" in proc.stdout

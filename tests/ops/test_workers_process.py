@@ -114,6 +114,7 @@ async def test_two_workers_share_admission_tokens_and_metrics(
     pc: RTCPeerConnection | None = None
     try:
         await until_both_workers(server)
+        assert server.log().count('"loop": "uvloop"') == 2, server.log()[-3000:]  # each worker
 
         # A web call: the token worker 0 issued is redeemed by worker 1, and only once.
         by_worker = await clients_by_worker(server)
