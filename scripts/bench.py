@@ -199,7 +199,7 @@ async def run_step(
             await asyncio.sleep(0.25)
 
     rss_before = server.rss_bytes()
-    cpu0, wall0 = server.cpu_seconds(), time.monotonic()
+    cpu0, wall0, own0 = server.cpu_seconds(), time.monotonic(), time.process_time()
     sampler = asyncio.create_task(sample())
     # A full collection of this process's heap stalls the callers and the fakes for tens of
     # ms, which the server would be blamed for: collect between steps, not during them.
@@ -214,11 +214,13 @@ async def run_step(
         await sampler
     cpu = server.cpu_seconds() - cpu0
     wall = time.monotonic() - wall0
+    own = time.process_time() - own0  # the callers' and fakes' CPU
     stats = summarise(run.calls, turn_budgets, run.tick_lag_ms)
     extra = {
         "server_cpu_s": round(cpu, 3),
         "wall_s": round(wall, 2),
         "server_cpu_share": round(cpu / wall, 3),
+        "harness_cpu_share": round(own / wall, 3),
         "cpu_s_per_call_minute": round(cpu / stats.call_minutes, 4) if stats.call_minutes else None,
         "rss_before_mb": round(rss_before / 2**20, 1),
         "rss_peak_mb": round(peak / 2**20, 1),
@@ -283,10 +285,10 @@ async def ramp(
     return results, capacity, stopped
 
 
-def scaling_steps(one: int, workers: int) -> list[int]:
-    """Steps for N workers around N times one worker's capacity."""
-    top = one * workers
-    return sorted({max(1, round(top * f)) for f in (0.5, 0.7, 0.85, 1.0, 1.15)})
+def scaling_steps(ramp: list[int], one: int, workers: int) -> list[int]:
+    """The ramp's steps for N workers: from half one worker's capacity up to past N times it."""
+    steps = [n for n in ramp if one // 2 <= n <= one * workers * 1.25]
+    return steps or [one * workers]
 
 
 async def bench(args: argparse.Namespace) -> dict:
@@ -383,11 +385,13 @@ async def scale_out(
     args: argparse.Namespace,
     one: int,
 ) -> dict:
-    """The same ramp on ``voice-agent serve --workers N`` over the machine's N usable CPUs
-    (N >= 2), around N times one worker's capacity. With no CPU left over, the callers and
-    fakes share the server's CPUs, and the report says so."""
+    """The same ramp on ``voice-agent serve --workers N``, one worker per CPU, from half one
+    worker's capacity up. N is the usable CPUs less one for the callers and fakes; on a
+    2-CPU machine N is 2 and they share the server's CPUs, and the report says so."""
     usable = sorted(USABLE_CPUS)
-    n = len(usable) if args.scaling_workers == 0 else args.scaling_workers
+    # One CPU is kept for the callers and fakes when the machine has three or more.
+    fit = len(usable) - 1 if len(usable) >= 3 else len(usable)
+    n = fit if args.scaling_workers == 0 else args.scaling_workers
     n = max(2, min(n, len(usable)))
     server_cpus = set(usable[:n])
     spare = usable[n:]
@@ -403,7 +407,8 @@ async def scale_out(
               f"callers on {'cpu ' + str(spare[0]) if spare else 'the same cpus'}")  # fmt: skip
         warm = CallerPlan(lines=plan.lines[:1], auth_token=AUTH_TOKEN)
         await CallerPool(server.url, warm).run(2, 0.0)
-        steps = [one * n] if args.smoke else scaling_steps(one, n)
+        ramp_steps = sorted({int(x) for x in args.ramp.split(",") if x.strip()})
+        steps = [one * n] if args.smoke else scaling_steps(ramp_steps, one, n)
         results, capacity, stopped = await ramp(
             server, plan, steps, turn_budgets, args, time.monotonic(), 0
         )

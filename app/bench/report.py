@@ -156,6 +156,7 @@ def scaling_md(sc: Report | None) -> str:
             str(s["calls"]),
             " / ".join(_f(s["overhead_ms"][k]) for k in ("p50", "p95", "p99")),
             f"{s['server_cpu_share']:.0%}",
+            f"{s.get('harness_cpu_share', 0):.0%}",
             _f(s["cpu_s_per_call_minute"], 3),
             _f(s["loadgen_tick_lag_ms"]["p99"]),
             s["verdict"].replace("|", "/"),
@@ -163,7 +164,7 @@ def scaling_md(sc: Report | None) -> str:
         for s in sc["steps"]
     ]
     head = ["Calls", "Overhead p50 / p95 / p99 ms", "Server CPU (all workers)",
-            "CPU s/call-min", "Caller clock lag p99", "Verdict"]  # fmt: skip
+            "Callers + fakes CPU", "CPU s/call-min", "Caller clock lag p99", "Verdict"]  # fmt: skip
     return f"{scaling_line(sc)}.\n\n{_md(head, rows)}"
 
 

@@ -90,7 +90,7 @@ class Settings:
             port=e.int("PORT", 8080, 1, 65535),
             public_url=public_url,
             log_level=e.choice("LOG_LEVEL", "info", ("debug", "info", "warning", "error")),
-            max_concurrent_calls=e.int("MAX_CONCURRENT_CALLS", 20, 1, 100_000),
+            max_concurrent_calls=e.int("MAX_CONCURRENT_CALLS", 30, 1, 100_000),
             drain_timeout_s=e.float("DRAIN_TIMEOUT_S", 240.0, 0, 3600),
             trusted_proxies=networks(e, "TRUSTED_PROXIES"),
             on_fly=on_fly,

@@ -18,9 +18,9 @@ class ServerSettings:
     # The URL Twilio reaches us on (https://...). Signatures are computed over it.
     public_url: str | None = None
     log_level: str = "info"
-    # Per worker. Measured (BENCHMARKS.md, cloud providers, one worker on one core): turn
-    # overhead p95 stays under 20 ms up to 15 calls and reaches 25-45 ms at 20-30.
-    max_concurrent_calls: int = 20
+    # Per worker. Measured (BENCHMARKS.md, cloud providers, one worker on one dedicated core):
+    # turn overhead p95 stays under 20 ms up to 30 calls in every run (40 in two of three).
+    max_concurrent_calls: int = 30
     drain_timeout_s: float = 240.0
     # Peers whose X-Forwarded-For is believed (CIDRs). On fly.io the proxy's Fly-Client-IP is.
     trusted_proxies: tuple[str, ...] = ()
