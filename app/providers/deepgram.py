@@ -183,11 +183,6 @@ class DeepgramOptions:
     max_buffer_s: float = 30.0
 
 
-# Caller audio goes to the service in batches this long (Twilio frames are 20 ms). Measured at
-# 50 calls (BENCHMARKS.md): 40 ms batches saved ~2 % of server CPU and cost ~13 ms on the
-# median turn (the service hears the end of speech later); with the frame written straight to
-# the socket a send is cheap, so each frame goes as it comes.
-SEND_BATCH_MS = 20
 # Past this much unsent in the socket's buffer, audio goes through the SDK's send (it drains).
 DIRECT_WRITE_HIGH_WATER = 64 * 1024
 
@@ -225,7 +220,6 @@ class LiveStream:
         self.call = call
         self._client = client
         self._buf = ReplayBuffer(MULAW_8K.bytes_per_second, options.max_buffer_s)
-        self._batch_bytes = MULAW_8K.bytes_per_second * SEND_BATCH_MS // 1000
         self._events: asyncio.Queue[SttEvent | None] = asyncio.Queue(maxsize=256)
         self._audio = asyncio.Event()
         self._closing = False
@@ -256,10 +250,7 @@ class LiveStream:
             return
         self._buf.append(chunk.data)
         self._audio_arrived()
-        # Sent once SEND_BATCH_MS of audio waits (fewer writes and sender wakes per frame, for
-        # up to that much delay before the service hears the last of it).
-        if self._buf.total - self._buf.sent >= self._batch_bytes:
-            self._audio.set()
+        self._audio.set()
 
     async def events(self) -> AsyncIterator[SttEvent]:
         while (item := await self._events.get()) is not None:
@@ -375,7 +366,11 @@ class LiveStream:
         message; the audio itself is written straight to its socket (``write_frame_sync``:
         no lock, no drain per frame, measured at ~12 % of a busy server's CPU through
         ``send_media``), unless the socket is not open or its buffer is backing up: then the
-        SDK's send, which waits for the buffer to drain or raises the close."""
+        SDK's send, which waits for the buffer to drain or raises the close.
+
+        Each frame goes as it comes. Measured at 50 calls (BENCHMARKS.md), 40 ms batches saved
+        ~2 % of server CPU and cost ~13 ms on the median turn (the service hears the end of
+        speech later)."""
         ws = getattr(sock, "_websocket", None)
         write = getattr(ws, "write_frame_sync", None)
         if (

@@ -29,10 +29,6 @@ def loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
     return factory
 
 
-def name(factory: Callable[[], asyncio.AbstractEventLoop] | None) -> str:
-    return "asyncio" if factory is None else "uvloop"
-
-
 def run(main: Coroutine[Any, Any, T], choice: str) -> T:
     with asyncio.Runner(loop_factory=loop_factory(choice)) as runner:
         return runner.run(main)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
+from collections.abc import AsyncIterator
 
 import httpx
 from aiortc import RTCPeerConnection
@@ -156,22 +158,32 @@ async def test_per_ip_rate_limit(server_factory) -> None:
         assert int(resp.headers["retry-after"]) >= 1
 
 
+@contextlib.asynccontextmanager
+async def two_offers(
+    http: httpx.AsyncClient,
+) -> AsyncIterator[tuple[httpx.Response, httpx.Response]]:
+    """Two callers, each with its own session token, offer one after the other: the answers
+    to the first and the second offer. Both peers are closed afterwards."""
+    first, sdp1 = await client_offer()
+    second, sdp2 = await client_offer()
+    try:
+        t1 = (await http.post("/webrtc/session")).json()["token"]
+        t2 = (await http.post("/webrtc/session")).json()["token"]
+        ok = await http.post("/webrtc/offer", json=body(sdp1, t1))
+        busy = await http.post("/webrtc/offer", json=body(sdp2, t2))
+        yield ok, busy
+    finally:
+        await first.close()
+        await second.close()
+
+
 async def test_cap_on_concurrent_web_calls(server_factory, loopback_ice) -> None:
     async with server_factory(max_calls=1) as srv, httpx.AsyncClient(base_url=srv.url) as http:
-        first, sdp1 = await client_offer()
-        second, sdp2 = await client_offer()
-        try:
-            t1 = (await http.post("/webrtc/session")).json()["token"]
-            t2 = (await http.post("/webrtc/session")).json()["token"]
-            ok = await http.post("/webrtc/offer", json=body(sdp1, t1))
+        async with two_offers(http) as (ok, busy):
             assert ok.status_code == 200
-            busy = await http.post("/webrtc/offer", json=body(sdp2, t2))
             assert busy.status_code == 503 and busy.json()["error"] == "busy"
             assert busy.headers["retry-after"]
             assert (await http.post("/webrtc/session")).status_code == 503
-        finally:
-            await first.close()
-            await second.close()
 
 
 async def test_draining_server_refuses_new_web_calls(server_factory) -> None:
@@ -193,16 +205,9 @@ async def test_a_worker_at_its_own_cap_takes_web_calls_while_its_machine_has_roo
         phone = CallInfo("CA" + "5" * 32, "twilio")
         srv.ctx.calls.add(phone, object())  # this worker is at its own cap of one call ...
         await srv.ctx.admission.heartbeat([phone.call_id], 30.0)  # ... which holds a slot
-        first, sdp1 = await client_offer()
-        second, sdp2 = await client_offer()
         try:
-            t1 = (await http.post("/webrtc/session")).json()["token"]
-            t2 = (await http.post("/webrtc/session")).json()["token"]
-            ok = await http.post("/webrtc/offer", json=body(sdp1, t1))
-            assert ok.status_code == 200, ok.text  # the machine's second slot
-            busy = await http.post("/webrtc/offer", json=body(sdp2, t2))
-            assert busy.status_code == 503 and busy.json()["error"] == "busy"  # 2 of 2 taken
+            async with two_offers(http) as (ok, busy):
+                assert ok.status_code == 200, ok.text  # the machine's second slot
+                assert busy.status_code == 503 and busy.json()["error"] == "busy"  # 2 of 2 taken
         finally:
             srv.ctx.calls.remove(phone.call_id)
-            await first.close()
-            await second.close()
