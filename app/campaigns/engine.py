@@ -106,7 +106,7 @@ class CampaignEngine:
             event(log, "campaign_engine_stopped", campaign_id=self.campaign_id, placed=self.placed)
 
     async def _dial(self, contact: ClaimedContact, camp: dict[str, Any]) -> None:
-        store, out = self.store, self.service.out
+        store = self.store
         try:
             # Database work before the wait, so the request leaves right at its slot.
             current = await store.get(self.campaign_id)
@@ -123,6 +123,26 @@ class CampaignEngine:
                 opens = policy.next_open(now, contact.timezones, start, end) or now + 86_400
                 await store.release(contact, now=now, retry_at=opens)
                 return
+        except asyncio.CancelledError:
+            # Stopped before the call was placed: hand the contact back, as if never claimed.
+            with contextlib.suppress(Exception):
+                now = self.clock.now()
+                await asyncio.shield(store.release(contact, now=now, retry_at=now))
+            raise
+        # From the request on, the call may exist at Twilio: a stop now waits for it to be
+        # recorded (or its error settled) instead of handing the contact back to be dialled
+        # again while the first call rings.
+        placing = asyncio.ensure_future(self._place(contact, camp))
+        try:
+            await asyncio.shield(placing)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                await placing
+            raise
+
+    async def _place(self, contact: ClaimedContact, camp: dict[str, Any]) -> None:
+        out = self.service.out
+        try:
             sid = await self.service.place(
                 contact.phone,
                 from_number=camp["from_number"] or out.from_number or "",
@@ -134,12 +154,6 @@ class CampaignEngine:
                 attempt=contact.attempt,
                 attempt_id=contact.attempt_id,
             )
-        except asyncio.CancelledError:
-            # Stopped before the call was placed: hand the contact back, as if never claimed.
-            with contextlib.suppress(Exception):
-                now = self.clock.now()
-                await asyncio.shield(store.release(contact, now=now, retry_at=now))
-            raise
         except DialError as exc:
             await self._dial_error(contact, exc)
             return
@@ -148,7 +162,7 @@ class CampaignEngine:
             return
         self._throttles = 0
         self.placed += 1
-        await store.mark_dialed(contact, call_sid=sid, now=self.clock.now())
+        await self.store.mark_dialed(contact, call_sid=sid, now=self.clock.now())
 
     async def _dial_error(self, contact: ClaimedContact, exc: DialError) -> None:
         store, now = self.store, self.clock.now()

@@ -87,3 +87,39 @@ async def test_restart_reconciles_calls_in_flight_and_finishes(tmp_path):
     assert len({(a["contact_id"], a["attempt"]) for a in attempts}) == len(attempts)
     assert {c["status"] for c in contacts.values()} == {"completed"}
     assert len(fake.creates) == len(PHONES)
+
+
+async def test_a_dialler_stopped_while_twilio_answers_the_create_keeps_that_call(tmp_path):
+    """The stop comes after the create request left: the call exists at Twilio, so the contact
+    stays in flight with its call instead of going back to be dialled again."""
+    clock = FakeClock(START)
+    fake = FakeTwilio(behaviour=lambda to, n: "hold", clock=clock.now)
+    env = {"TWILIO_CPS": "1", "CAMPAIGN_MAX_CONCURRENT": "1"}
+    async with outbound_stack(tmp_path, env=env, clock=clock, fake=fake) as stack:
+        store = stack.store.campaigns
+        cid, _ = await create_from_csv(
+            stack.store, stack.settings.outbound, name="stop", now=clock.now(),
+            csv_text="phone\n" + PHONES[0] + "\n",
+        )
+        await store.command(cid, "run", clock.now())
+        fake.hold_creates = asyncio.Event()
+        engine = asyncio.create_task(CampaignEngine(stack.service, cid, poll_s=0.02).run())
+        for _ in range(3000):
+            if fake.held_creates:
+                break
+            await asyncio.sleep(0.01)
+        assert fake.held_creates == 1, "the dialler never sent the create"
+        engine.cancel()  # the process is told to stop while Twilio creates the call
+        await asyncio.sleep(0.05)
+        fake.hold_creates.set()
+        await asyncio.gather(engine, return_exceptions=True)
+        assert engine.cancelled()
+
+        (row,) = await store.in_flight(cid)
+        (call,) = fake.calls.values()
+        assert row["call_sid"] == call.sid  # recorded, and the contact still in flight
+        contacts = await store.contacts(cid)
+        assert [(c["status"], c["attempts"]) for c in contacts] == [("calling", 1)]
+        for sid in list(fake.calls):
+            fake.complete(sid)
+        await fake.wait_idle()

@@ -131,6 +131,10 @@ class FakeTwilio:
         self.geo_blocked: set[str] = set()  # numbers refused with 21215
         self.drop_callbacks = False  # lose every callback (recorded in ``dropped``)
         self.dropped: list[Callback] = []
+        # While set to an unset Event, create requests wait for it (Twilio slow to answer);
+        # ``held_creates`` counts those that arrived.
+        self.hold_creates: asyncio.Event | None = None
+        self.held_creates = 0
         self._throttle_next = 0
         self._tasks: set[asyncio.Task[None]] = set()
         self._http: httpx.AsyncClient | None = None
@@ -197,6 +201,9 @@ class FakeTwilio:
         if not self.check_auth(request):
             return _error(401, 20003, "Authenticate")
         arrived = self.clock()
+        if self.hold_creates is not None:
+            self.held_creates += 1
+            await self.hold_creates.wait()
         if self._throttle_next > 0:
             self._throttle_next -= 1
             self.throttled.append(arrived)
