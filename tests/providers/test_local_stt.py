@@ -217,3 +217,90 @@ async def test_audio_between_utterances_is_not_kept() -> None:
     await feed(stream, silence(20_000))
     assert CANONICAL.duration_ms(len(stream._buf)) <= 2000
     await stream.aclose()
+
+
+LONG_TURN = (
+    300,
+    "I have a question about my bill.",
+    300,
+    "I was charged twice last month for the same cleaning,",
+    300,
+    "and I would like to know who I should talk to about a refund.",
+    800,
+)
+
+
+class CountingEngine(WhisperEngine):
+    """The real engine's queue and thread with a stand-in model: each decode says how much
+    audio it was given ("1234ms"), so a test sees what was decoded when."""
+
+    def __init__(self, fail_first: bool = False) -> None:
+        super().__init__("unused-model-path", threads=1)
+        self.decoded: list[float] = []
+        self.fail_first = fail_first
+
+    def load(self) -> None:
+        pass
+
+    def _run(self, model: object, audio: np.ndarray) -> str:
+        if self.fail_first and not self.decoded:
+            self.decoded.append(0.0)
+            raise RuntimeError("model failed")
+        ms = len(audio) / 16
+        self.decoded.append(ms)
+        return f"{round(ms)}ms"
+
+
+async def events_of(stream: WhisperStream, mulaw: bytes) -> list[SttEvent]:
+    await feed(stream, mulaw)
+    await stream.aclose()
+    return [e async for e in stream.events()]
+
+
+@pytest.mark.slow
+async def test_a_long_turn_is_transcribed_in_pieces_while_the_caller_speaks(
+    whisper_stt: WhisperStt,
+) -> None:
+    events = await run_call(whisper_stt, phone_audio(*LONG_TURN))
+    interims = [e for e in events if isinstance(e, Transcript) and not e.is_final]
+    finals = [e for e in events if isinstance(e, Transcript) and e.is_final]
+    assert isinstance(events[0], SpeechStarted) and events.count(SpeechStarted()) == 1
+    assert len(finals) == 1 and finals[0].speech_final and events[-1] is finals[0]
+    # The first phrases came back while the rest was being said, and the end holds them all.
+    assert interims and {"question", "cleaning"} <= words(interims[-1].text)
+    assert {"question", "cleaning", "talk"} <= words(finals[0].text)
+
+
+async def test_pieces_are_cut_at_pauses_after_enough_audio_and_the_end_decodes_the_rest() -> None:
+    engine = CountingEngine()
+    stream = WhisperStream(engine, CALL, piece_min_ms=2500)
+    events = await events_of(stream, phone_audio(*LONG_TURN))
+    [final] = [e for e in events if isinstance(e, Transcript) and e.is_final]
+    # The phrases are ~2.1, ~3.1 and ~3.2 s long. The first is too short to be a piece: it is
+    # decoded again with the second, which makes one; the last decode holds the third alone.
+    pieces = [int(w.removesuffix("ms")) for w in final.text.split()]
+    assert len(pieces) == 2 and pieces[0] >= 5000
+    whole = sum(pieces)
+    assert pieces[-1] < whole / 2
+    interims = [e.text for e in events if isinstance(e, Transcript) and not e.is_final]
+    assert interims == [final.text.rsplit(" ", 1)[0]]
+    # Every decode the end of speech waited for was already running or done: nothing decoded
+    # the whole turn again.
+    assert max(engine.decoded) < whole
+
+
+async def test_short_turns_are_decoded_whole_as_before() -> None:
+    engine = CountingEngine()
+    stream = WhisperStream(engine, CALL)  # default: pieces of 3 s or more
+    events = await events_of(stream, phone_audio(300, "No, that's everything.", 300, "Bye.", 800))
+    [final] = [e for e in events if isinstance(e, Transcript)]
+    assert len(final.text.split()) == 1  # one decode of the whole utterance
+
+
+async def test_a_piece_the_model_failed_on_is_decoded_again_with_the_whole_turn() -> None:
+    engine = CountingEngine(fail_first=True)
+    stream = WhisperStream(engine, CALL, piece_min_ms=1000)
+    events = await events_of(stream, phone_audio(*LONG_TURN))
+    [final] = [e for e in events if isinstance(e, Transcript) and e.is_final]
+    assert len(final.text.split()) == 1
+    assert int(final.text.removesuffix("ms")) == max(engine.decoded)  # the whole turn
