@@ -29,6 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "scripts")]
 
+from bench_embedded import embedded  # noqa: E402
 from bench_fakes import (  # noqa: E402
     GREETING,
     Latency,
@@ -81,6 +82,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="then the same ramp on N workers over N CPUs (default: on, off with --smoke)",
     )
     p.add_argument("--scaling-workers", type=int, default=0, help="N (0: the usable CPUs)")
+    p.add_argument(
+        "--embedded",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="then the embedded providers' reply time, one call at a time (default: on, off "
+        "with --smoke)",
+    )
     p.add_argument("--json", type=Path, help="also write the raw results here")
     p.add_argument("--profile", type=Path, help="run the server under cProfile, save here")
     p.add_argument("--server-log", type=Path, help="keep the server's log here")
@@ -92,6 +100,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.calls, args.ramp, args.turns, args.spread_s = 3, "3", 2, 0.5
     if args.scaling is None:
         args.scaling = not args.smoke
+    if args.embedded is None:
+        args.embedded = not args.smoke
     return args
 
 
@@ -341,6 +351,7 @@ async def bench(args: argparse.Namespace) -> dict:
             "responder": getattr(fakes.responder, "misses", 0),
         }
         missed = getattr(fakes.responder, "missed", [])
+    local = await embedded(AUTH_TOKEN, set(USABLE_CPUS)) if args.embedded else None
     ok_steps = [r for r in results if r["ok"]]
     rss_slope = slope([0] + [r["calls"] for r in ok_steps],
                       [rss_idle / 2**20] + [r["rss_peak_mb"] for r in ok_steps])  # fmt: skip
@@ -369,6 +380,7 @@ async def bench(args: argparse.Namespace) -> dict:
         "capacity": capacity,
         "stopped": stopped,
         "scaling": scaling,
+        "embedded": local,
         "misses": misses,
         "missed": missed,
         "server_exit": code,

@@ -133,7 +133,33 @@ def table(report: Report) -> str:
     sc = report.get("scaling")
     if sc:
         parts.append(scaling_line(sc))
+    if report.get("embedded"):
+        parts.append(embedded_line(report["embedded"]))
     return "\n".join(parts)
+
+
+def embedded_line(em: Report) -> str:
+    """One line: the embedded providers' reply medians."""
+    return (
+        f"embedded providers, reply p50: default conversation {_f(em['default']['p50'], 0)} ms "
+        f"(target <= 800); long turns {_f(em['long_pieces']['p50'], 0)} ms in pieces, "
+        f"{_f(em['long_whole']['p50'], 0)} ms decoded whole"
+    )
+
+
+def embedded_md(em: Report | None) -> str:
+    if not em:
+        return "Not run (`--no-embedded` or `--smoke`)."
+    rows = [
+        [label, str(em[k]["n"]), _f(em[k]["p50"], 0), _f(em[k]["max"], 0)]
+        for label, k in (
+            ("`voice-agent call` default conversation (short lines, decoded whole)", "default"),
+            ("long turns (8-10 s, pauses of 300 ms), transcribed in pieces", "long_pieces"),
+            ("the same long turns, `WHISPER_PIECE_MS=0` (decoded whole)", "long_whole"),
+        )
+    ]
+    head = ["Conversation", "Replies", "Reply p50 ms", "Reply max ms"]
+    return f"{embedded_line(em)}.\n\n{_md(head, rows)}"
 
 
 def scaling_line(sc: Report) -> str:
@@ -231,6 +257,14 @@ failure.
 ## Scaling (`--workers N`, one worker per CPU)
 
 {scaling_md(report.get("scaling"))}
+
+## Embedded providers (no API keys, one call at a time)
+
+`voice-agent serve` with Whisper tiny.en, the eSpeak voice and the scripted agent, on all the
+machine's CPUs; the caller is the simulated Twilio caller of `voice-agent call`. The reply is
+timed from the end of the caller's speech to the agent's first audio.
+
+{embedded_md(report.get("embedded"))}
 
 ## How it is measured
 

@@ -127,6 +127,7 @@ class Settings:
                 whisper_prompt=e.str("WHISPER_PROMPT", LocalProviderSettings().whisper_prompt),
                 whisper_beam_size=e.int("WHISPER_BEAM_SIZE", 5, 1, 10),
                 whisper_silence_ms=e.int("WHISPER_SILENCE_MS", 400, 100, 3000),
+                whisper_piece_ms=e.int("WHISPER_PIECE_MS", 3000, 0, 30000),
             ),
             cloud=CloudProviderSettings(
                 deepgram_api_key=e.opt("DEEPGRAM_API_KEY"),

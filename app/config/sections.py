@@ -71,6 +71,9 @@ class LocalProviderSettings:
     )
     whisper_beam_size: int = 5
     whisper_silence_ms: int = 400  # silence that ends an utterance (then it is transcribed)
+    # A long turn is transcribed in pieces of at least this much audio, cut at the caller's
+    # pauses, while they speak; 0: every utterance is decoded whole at its end.
+    whisper_piece_ms: int = 3000
 
 
 @dataclass(frozen=True, slots=True)

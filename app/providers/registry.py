@@ -35,6 +35,7 @@ def _whisper(settings: Settings) -> Any:
         beam_size=local.whisper_beam_size,
         prompt=local.whisper_prompt,
         silence_ms=local.whisper_silence_ms,
+        piece_ms=local.whisper_piece_ms,
     )
 
 

@@ -72,3 +72,19 @@ def test_bench_scaling_runs_workers_and_measures_them_all(tmp_path):
     assert step["server_cpu_s"] > 0
     assert sc["ratio"] == round(sc["capacity"] / 6, 3)
     assert "workers on CPUs" in proc.stdout
+
+
+@pytest.mark.slow
+async def test_bench_embedded_section_measures_each_conversation() -> None:
+    """The embedded providers' part of ``make bench``: a real ``serve`` with no API keys per
+    conversation, the simulated caller's reply times, pieces on and off."""
+    import os
+
+    sys.path[:0] = [str(ROOT / "scripts")]
+    from bench_embedded import embedded
+
+    report = await embedded("smoke-token", os.sched_getaffinity(0), 1, 1, turns=1)
+    for name in ("default", "long_pieces", "long_whole"):
+        run = report[name]
+        assert run["n"] == 1, (name, run)  # the one line got its reply
+        assert 0 < run["p50"] == run["max"] < 20_000, (name, run)
