@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import datetime as dt
 import gc
 import json
@@ -341,6 +342,7 @@ async def bench(args: argparse.Namespace) -> dict:
             finally:
                 code = await asyncio.to_thread(server.stop)
                 log_tail = server.tail(5)
+                speculation = speculation_counts(server.log_path)
                 if args.server_log is not None:
                     shutil.copyfile(server.log_path, args.server_log)
             one = capacity or (args.calls if args.smoke else 0)  # smoke: does it run at all
@@ -381,12 +383,28 @@ async def bench(args: argparse.Namespace) -> dict:
         "stopped": stopped,
         "scaling": scaling,
         "embedded": local,
+        "speculation": speculation,
         "misses": misses,
         "missed": missed,
         "server_exit": code,
         "server_log_tail": log_tail if code else "",
         "elapsed_s": round(time.monotonic() - started, 1),
     }
+
+
+def speculation_counts(log_path: Path) -> dict[str, int]:
+    """Speculative replies over the run (the warm-up call included): started, kept (the
+    confirmed turn said the same) and discarded (the caller went on, or said otherwise)."""
+    counts = {"started": 0, "kept": 0, "discarded": 0}
+    with open(log_path, errors="replace") as log:
+        for line in log:
+            if '"speculation_' not in line:
+                continue
+            with contextlib.suppress(ValueError):
+                kind = json.loads(line).get("event", "").removeprefix("speculation_")
+                if kind in counts:
+                    counts[kind] += 1
+    return counts
 
 
 async def scale_out(

@@ -289,7 +289,10 @@ async def running_fakes(script: Script, latency: Latency) -> AsyncIterator[Fakes
         AgentSettings().system_prompt,
     )
     deepgram = DeepgramFake(
-        api_key=DG_KEY, recogniser=recogniser, final_delay_ms=latency.stt_final_ms
+        api_key=DG_KEY,
+        recogniser=recogniser,
+        final_delay_ms=latency.stt_final_ms,
+        carry_context=True,  # a line cut at a short pause is still recognised as that line
     )
     anthropic = PreciseAnthropicFake(
         latency.llm_first_token_ms, latency.llm_tokens_per_s, api_key=AN_KEY, responder=responder

@@ -130,6 +130,8 @@ def table(report: Report) -> str:
         _grid(ramp_head, ramp),
     ]
     parts.append(f"\ncapacity on one core: {report['capacity']} calls ({report['stopped']})")
+    if report.get("speculation"):
+        parts.append(speculation_line(report["speculation"]))
     sc = report.get("scaling")
     if sc:
         parts.append(scaling_line(sc))
@@ -138,12 +140,28 @@ def table(report: Report) -> str:
     return "\n".join(parts)
 
 
+def speculation_line(sp: Report) -> str:
+    return (
+        f"speculative replies: {sp['started']} started, {sp['kept']} kept, "
+        f"{sp['discarded']} discarded"
+    )
+
+
 def embedded_line(em: Report) -> str:
     """One line: the embedded providers' reply medians."""
     return (
         f"embedded providers, reply p50: default conversation {_f(em['default']['p50'], 0)} ms "
         f"(target <= 800); long turns {_f(em['long_pieces']['p50'], 0)} ms in pieces, "
         f"{_f(em['long_whole']['p50'], 0)} ms decoded whole"
+    )
+
+
+def _speculation_md(sp: Report | None) -> str:
+    if not sp:
+        return ""
+    return (
+        f"Over the whole ramp, {speculation_line(sp)} (a reply started at the recogniser's early "
+        "end; discarded when the caller went on after a short pause)."
     )
 
 
@@ -239,7 +257,7 @@ def markdown(report: Report, plot_path: str) -> str:
 {_md(head, rows(report))}
 
 Capacity: **{report["capacity"]}** concurrent calls on one core ({report["stopped"]}).
-Idle server RSS {report["rss_idle_mb"]} MB.
+Idle server RSS {report["rss_idle_mb"]} MB. {_speculation_md(report.get("speculation"))}
 
 ![Overhead per turn against concurrent calls]({plot_path})
 

@@ -133,7 +133,7 @@ class Settings:
                 deepgram_api_key=e.opt("DEEPGRAM_API_KEY"),
                 deepgram_url=e.opt("DEEPGRAM_URL"),
                 deepgram_model=e.str("DEEPGRAM_MODEL", "nova-3"),
-                deepgram_early_end_ms=e.int("DEEPGRAM_EARLY_END_MS", 100, 0, 300),
+                deepgram_early_end_ms=e.int("DEEPGRAM_EARLY_END_MS", 75, 0, 300),
                 **_flux_settings(e),
                 anthropic_api_key=e.opt("ANTHROPIC_API_KEY"),
                 anthropic_base_url=e.opt("ANTHROPIC_BASE_URL"),

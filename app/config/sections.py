@@ -83,7 +83,7 @@ class CloudProviderSettings:
     deepgram_model: str = "nova-3"
     # Deepgram ends utterances this early (ms of silence) so that a speculative reply can start;
     # the rest of the usual 300 ms is confirmed by our own VAD. 0: Deepgram waits the 300 ms.
-    deepgram_early_end_ms: int = 100
+    deepgram_early_end_ms: int = 75
     # Deepgram Flux (STT_PROVIDER=flux): turn ends decided by its end-of-turn model
     deepgram_flux_model: str = "flux-general-en"
     deepgram_eot_threshold: float = 0.7

@@ -168,7 +168,7 @@ class DeepgramOptions:
     # Ask the service to end utterances after this much silence instead (0: off), so the
     # session can start its reply speculatively; it confirms the rest of ``endpointing_ms``
     # itself (its VAD's end of speech, or a timer).
-    early_end_ms: int = 100
+    early_end_ms: int = 75
     utterance_end_ms: int = 1000  # the service's minimum
 
     @property

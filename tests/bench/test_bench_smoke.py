@@ -47,6 +47,9 @@ def test_bench_smoke_runs_and_reports_sane_numbers(tmp_path):
     assert step["server_cpu_s"] > 0 and step["cpu_s_per_call_minute"] > 0
     assert step["rss_peak_mb"] >= step["rss_before_mb"] > 20
     assert report["server_exit"] == 0
+    # replies started early on the recogniser's early end; each kept or discarded
+    sp = report["speculation"]
+    assert sp["started"] >= sp["kept"] + sp["discarded"] and sp["kept"] > 0
 
 
 @pytest.mark.slow

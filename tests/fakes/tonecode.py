@@ -3,7 +3,7 @@
 Why: the fake recogniser must turn the audio it receives into words honestly (lost or garbled
 audio must give a wrong transcript), and fast enough for unit tests. Each character is a 40 ms
 pure tone (one frequency per symbol, 80 Hz apart, all below 4 kHz so 8 kHz phone audio carries
-them), followed by 20 ms of silence; words are separated by 140 ms of silence. Decoding finds the
+them), followed by 20 ms of silence; words are separated by 60 ms of silence. Decoding finds the
 tone bursts by energy and names each burst by its strongest frequency, so it needs no alignment
 with frame boundaries and works on any slice of a stream that holds whole bursts.
 
@@ -20,13 +20,13 @@ BASE_HZ = 400.0
 STEP_HZ = 80.0
 TONE_MS = 40
 GAP_MS = 20
-WORD_GAP_MS = 60
+WORD_GAP_MS = 40
 AMPLITUDE = 0.3
 
 _FRAME = 40  # 5 ms energy frames at 8 kHz
 _ON_RMS = 600.0
-_WORD_GAP_FRAMES = 12  # 60 ms of silence ends a word (inside a word gaps are 20 ms); words
-# are 80 ms apart, under a recogniser's early end (100 ms), as in fluent speech
+_WORD_GAP_FRAMES = 8  # 40 ms of silence ends a word (inside a word gaps are 20 ms); words
+# are 60 ms apart, under a recogniser's early end (75 ms), as in fluent speech
 
 
 def _samples(ms: float, rate: int) -> int:

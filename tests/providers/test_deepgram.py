@@ -143,17 +143,17 @@ async def test_phone_audio_goes_straight_through_and_is_transcribed(fake):
 
 
 async def test_by_default_utterances_end_early_and_the_session_confirms_the_rest(fake):
-    """Deepgram is asked for 100 ms endpointing so a speculative reply can start; the session
-    waits out the other 200 ms itself (``confirm_ms``). Short pauses now end utterances."""
+    """Deepgram is asked for 75 ms endpointing so a speculative reply can start; the session
+    waits out the other 225 ms itself (``confirm_ms``). Short pauses now end utterances."""
     recogniser = stt(fake)
-    assert recogniser.confirm_ms == 200
+    assert recogniser.confirm_ms == 225
     stream = await recogniser.open(CALL)
     try:
         await feed(stream, mulaw("ok then"))
         events = await collect(stream, lambda e: isinstance(e, UtteranceEnd))
     finally:
         await stream.aclose()
-    assert fake.queries[0]["endpointing"] == ["100"]
+    assert fake.queries[0]["endpointing"] == ["75"]
     finals = [e for e in events if isinstance(e, Transcript) and e.is_final]
     assert " ".join(f.text for f in finals) == "ok then" and finals[-1].speech_final
 
