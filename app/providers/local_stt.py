@@ -61,14 +61,13 @@ def _said(results: list[Recognition]) -> str:
 
 @dataclass(frozen=True, slots=True)
 class _Segment:
-    pcm: bytes  # the audio after the last kept piece (all of it when there is none)
+    pcm: bytes  # the whole utterance
     speech_ms: float
     final: bool  # False when the utterance was cut at the length cap and goes on
-    # The decode of ``pcm``, already started at the first short silence (see ``early_ms``).
+    # The decode of the tail, already started at the first short silence (see ``early_ms``).
     early: asyncio.Future[Recognition] | None = None
     pieces: tuple[_Piece, ...] = ()  # decoded (or decoding) while the caller spoke
-    whole: bytes = b""  # the whole utterance, when there are pieces: decoded if one failed
-    level_dbfs: float = 0.0
+    tail_at: int = 0  # byte offset in ``pcm`` where the audio after the pieces begins
 
 
 class WhisperStream:
@@ -184,11 +183,10 @@ class WhisperStream:
 
         def interim(_: asyncio.Future[Recognition]) -> None:
             # What the caller has said so far, for barge-in decisions while they speak on.
-            if all(p.future.done() and not p.future.cancelled() for p in pieces):
-                if all(p.future.exception() is None for p in pieces):
-                    said = _said([p.future.result() for p in pieces])
-                    if said:
-                        self._offer(Transcript(said, is_final=False))
+            futures = [p.future for p in pieces]
+            if all(f.done() and not f.cancelled() and f.exception() is None for f in futures):
+                if said := _said([f.result() for f in futures]):
+                    self._offer(Transcript(said, is_final=False))
 
         piece.future.add_done_callback(interim)
 
@@ -218,15 +216,13 @@ class WhisperStream:
             early.future.cancel()
             early = None
         pieces, self._pieces = tuple(self._pieces), []
-        whole = self._slice(self._seg_start, end)
         segment = _Segment(
-            self._slice(self._from, end),
+            self._slice(self._seg_start, end),
             speech_ms,
             final,
             early.future if early is not None else None,
             pieces,
-            whole if pieces else b"",
-            rms_dbfs(whole),
+            (self._from - self._seg_start) * 2,
         )
         self._seg_start = None
         if not self._announced:
@@ -271,8 +267,8 @@ class WhisperStream:
         self._events.put_nowait(item)
 
     async def _transcribe(self, segment: _Segment) -> None:
-        audio_ms = CANONICAL.duration_ms(len(segment.whole or segment.pcm))
-        level = segment.level_dbfs
+        audio_ms = CANONICAL.duration_ms(len(segment.pcm))
+        level = rms_dbfs(segment.pcm)
         if segment.speech_ms < self._min_speech_ms or level < self._min_level:
             event(
                 log,
@@ -320,13 +316,13 @@ class WhisperStream:
                 results.append(await piece.future)
             except Exception:  # a piece was lost (the model failed on it): decode it all
                 event(log, "stt_piece_lost", n=len(segment.pieces))
-                result = await self._engine.transcribe(segment.whole)
+                result = await self._engine.transcribe(segment.pcm)
                 return result.text, result.seconds
         if segment.early is not None:
             result = await segment.early
             event(log, "stt_early_kept")
         else:
-            result = await self._engine.transcribe(segment.pcm)
+            result = await self._engine.transcribe(segment.pcm[segment.tail_at :])
         if not results:
             return result.text, result.seconds
         return _said([*results, result]), result.seconds
